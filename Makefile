@@ -1,0 +1,27 @@
+# The README's two commands: `make run` and `make test`. Each sets up .venv on first use
+# from the hash-locked requirements.lock, so a fresh machine needs only python3 and make.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint schema bench
+
+run: $(STAMP)
+	$(VENV)/bin/lumi serve
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+schema: $(STAMP)
+	$(VENV)/bin/lumi schema > schema.graphql
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)

@@ -1,0 +1,83 @@
+"""`lumi`: serve the API, migrate the database, mint a development token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from app.auth import TokenVerifier
+from app.config import Settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    host, port = args.host or settings.host, args.port or settings.port
+    if settings.env == "development":
+        token = TokenVerifier.from_settings(settings).mint(
+            "dev", ttl_seconds=settings.dev_token_ttl_seconds
+        )
+        print(
+            f"Lumi Gateway on http://{host}:{port}/graphql\n"
+            f"Development token for user 'dev' (send as 'Authorization: Bearer <token>'):\n"
+            f"{token}\n",
+            flush=True,
+        )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level)
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, args.revision)
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    verifier = TokenVerifier.from_settings(settings)
+    ttl = args.ttl or settings.dev_token_ttl_seconds
+    print(verifier.mint(args.user, name=args.name, ttl_seconds=ttl))
+    return 0
+
+
+def _schema(settings: Settings, args: argparse.Namespace) -> int:
+    from app.graphql.schema import export_sdl
+
+    sys.stdout.write(export_sdl())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="lumi", description="Lumi Gateway")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API (embedded workers by default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+    migrate = commands.add_parser("migrate", help="upgrade the database")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(run=_migrate)
+    token = commands.add_parser("token", help="print a development token")
+    token.add_argument("--user", required=True, help="the token's subject")
+    token.add_argument("--name", help="display name (defaults to the user)")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    token.set_defaults(run=_token)
+    export = commands.add_parser("schema", help="print the GraphQL SDL")
+    export.set_defaults(run=_schema)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return int(args.run(Settings(), args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

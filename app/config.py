@@ -1,0 +1,82 @@
+"""One Settings object, read from `LUMI_*` environment variables (or a `.env` file).
+
+Its defaults are the embedded mode: SQLite, an in-process broker and bus, a local
+storage directory and the offline `local` providers. Nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "lumi-development-secret-change-me"  # noqa: S105 - the known dev default
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LUMI_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(
+        default=None,
+        description="Absolute base URL clients reach the API at; derived from each request if unset.",
+    )
+    graphiql: bool = True
+
+    # Storage of every artifact; database file and local files live here by default.
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    auto_migrate: bool = Field(
+        default=True, description="Upgrade the database to the newest revision at start."
+    )
+    storage_backend: Literal["local"] = "local"
+    file_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+
+    # Queue and bus.
+    broker: Literal["embedded"] = "embedded"
+    bus: Literal["embedded"] = "embedded"
+    worker_threads: int = Field(default=4, ge=1, le=64)
+
+    # Auth: HS256 bearer tokens.
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_issuer: str = "lumi"
+    jwt_audience: str = "lumi-gateway"
+    dev_token_ttl_seconds: int = 30 * 24 * 3600
+
+    # Providers.
+    llm_provider: Literal["local"] = "local"
+    image_provider: Literal["local"] = "local"
+    model_provider: Literal["local"] = "local"
+    local_latency_seconds: float = Field(default=0.5, ge=0, le=60)
+    local_model_latency_seconds: float = Field(default=3.0, ge=0, le=600)
+    image_size: int = Field(default=512, ge=64, le=2048)
+
+    # Pipeline.
+    model_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    model_poll_max_attempts: int = Field(default=600, ge=1)
+
+    # Subscriptions: how often a quiet subscription re-checks the event table.
+    subscription_recheck_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'lumi.db').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def provider_work_dir(self) -> Path:
+        return self.data_dir / "provider-work"

@@ -1,0 +1,77 @@
+"""Everything a resolver or an actor needs, built from settings in one place."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import httpx
+
+from app.auth import TokenVerifier
+from app.bus import EventBus
+from app.config import Settings
+from app.db import Database, create_engine
+from app.queue import JobQueue
+from app.unit import Unit, unit_of_work
+from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
+from providers.local import LocalImageGenerator, LocalModelGenerator, LocalPromptOptimizer
+from providers.storage import LocalStorage, Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    llm: PromptOptimizer
+    image: ImageGenerator
+    model: ModelGenerator
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    db: Database
+    bus: EventBus
+    queue: JobQueue
+    storage: Storage
+    providers: Providers
+    tokens: TokenVerifier
+    http: httpx.AsyncClient
+
+    def unit(self) -> AbstractAsyncContextManager[Unit]:
+        """A write transaction whose events and messages go out after it commits."""
+        return unit_of_work(self.db, self.bus, self.queue)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.db.dispose()
+
+
+def build_storage(settings: Settings) -> Storage:
+    secret = settings.jwt_secret.get_secret_value().encode()
+    key = hashlib.sha256(b"lumi-storage-url\n" + secret).digest()
+    return LocalStorage(settings.storage_dir, secret=key)
+
+
+def build_providers(settings: Settings) -> Providers:
+    latency = settings.local_latency_seconds
+    return Providers(
+        llm=LocalPromptOptimizer(latency=latency),
+        image=LocalImageGenerator(latency=latency),
+        model=LocalModelGenerator(
+            work_dir=settings.provider_work_dir, latency=settings.local_model_latency_seconds
+        ),
+    )
+
+
+def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue, storage: Storage) -> Deps:
+    """Builds the loop-bound parts (engine, HTTP client): call it on the loop that uses them."""
+    return Deps(
+        settings=settings,
+        db=Database(create_engine(settings.resolved_database_url)),
+        bus=bus,
+        queue=queue,
+        storage=storage,
+        providers=build_providers(settings),
+        tokens=TokenVerifier.from_settings(settings),
+        http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True),
+    )

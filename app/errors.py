@@ -1,0 +1,43 @@
+"""The one base of every expected failure. Its `code` reaches clients as `extensions.code`."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LumiError(Exception):
+    code: ClassVar[str] = "INTERNAL"
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, **extensions: Any) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.extensions = extensions
+
+
+class Unauthenticated(LumiError):  # noqa: N818 - names describe the condition
+    code = "UNAUTHENTICATED"
+    default_message = "a valid bearer token is required"
+
+
+class Forbidden(LumiError):  # noqa: N818
+    code = "FORBIDDEN"
+    default_message = "not allowed"
+
+
+class NotFound(LumiError):  # noqa: N818
+    code = "NOT_FOUND"
+    default_message = "not found"
+
+
+class BadUserInput(LumiError):  # noqa: N818
+    code = "BAD_USER_INPUT"
+    default_message = "invalid input"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, **({"field": field} if field else {}))
+
+
+class Conflict(LumiError):  # noqa: N818
+    code = "CONFLICT"
+    default_message = "conflicting state"

@@ -1,0 +1,87 @@
+"""One context per HTTP operation (or per websocket connection): viewer, deps, loaders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.types import Info as _Info
+
+from app.auth import Viewer, bearer_token
+from app.deps import Deps
+from app.errors import Unauthenticated
+from app.graphql.loaders import Loaders
+from app.users.service import viewer_for
+
+_UNSET: Any = object()
+
+
+class Context:
+    def __init__(
+        self,
+        deps: Deps,
+        request: Request | WebSocket,
+        response: Response | WebSocket | None,
+    ) -> None:
+        self.deps = deps
+        self.request = request
+        self.response = response
+        self.connection_params: dict[str, Any] | None = None
+        self._viewer: Viewer | None = _UNSET
+        # A websocket context lives as long as its connection: no caching across events.
+        self.loaders = Loaders(deps, cache=not isinstance(request, WebSocket))
+
+    async def viewer(self) -> Viewer | None:
+        """The verified user, or None for an anonymous caller. A bad token is an error."""
+        if self._viewer is _UNSET:
+            self._viewer = await self._resolve_viewer(self._token())
+        return self._viewer
+
+    async def require_viewer(self) -> Viewer:
+        viewer = await self.viewer()
+        if viewer is None:
+            raise Unauthenticated()
+        return viewer
+
+    def _token(self) -> str | None:
+        if isinstance(self.request, WebSocket):
+            return token_from_params(self.connection_params or {})
+        return bearer_token(self.request.headers.get("authorization"))
+
+    async def _resolve_viewer(self, token: str | None) -> Viewer | None:
+        if token is None:
+            return None
+        claims = self.deps.tokens.verify(token)
+        async with self.deps.db.write() as session:
+            return await viewer_for(session, claims)
+
+    async def authenticate_connection(self) -> None:
+        """Called on `connection_init`: resolves the viewer once for the whole connection."""
+        self._viewer = _UNSET
+        await self.viewer()
+
+    def absolute_url(self, url: str) -> str:
+        """Storage URLs may be relative to the gateway; clients get absolute ones."""
+        if url.startswith(("http://", "https://")):
+            return url
+        base = self.deps.settings.public_url or str(self.request.base_url)
+        if isinstance(self.request, WebSocket) and not self.deps.settings.public_url:
+            base = base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        return base.rstrip("/") + url
+
+
+def token_from_params(params: dict[str, Any]) -> str | None:
+    """The token in a `connection_init` payload: `{"Authorization": "Bearer …"}` or `{"token": …}`."""
+    for name in ("Authorization", "authorization"):
+        if isinstance(params.get(name), str):
+            return bearer_token(params[name])
+    headers = params.get("headers")
+    if isinstance(headers, dict):
+        return token_from_params({k: v for k, v in headers.items() if k.lower() == "authorization"})
+    token = params.get("token")
+    return token.strip() or None if isinstance(token, str) else None
+
+
+Info = _Info[Context, None]

@@ -1,0 +1,74 @@
+"""Every error a client sees carries `extensions.code`; unexpected ones are masked.
+
+Strawberry hands every error of every transport (HTTP, both websocket protocols,
+subscription streams) to `Schema.process_errors` exactly once before it is sent,
+so that is where codes are set and internals are hidden.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.exceptions import StrawberryGraphQLError
+from strawberry.types import ExecutionContext
+
+from app.errors import LumiError
+
+log = logging.getLogger("app.graphql")
+
+INTERNAL_MESSAGE = "internal error"
+
+
+def classify(error: GraphQLError) -> tuple[str, bool]:
+    """(code, expose): which code the error gets, and whether its message is safe to show."""
+    original = error.original_error
+    if isinstance(original, LumiError):
+        return original.code, True
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED", True
+    if original is None:
+        # graphql-core's own errors: validation, variable coercion, unknown fields.
+        if error.path is None:
+            return "GRAPHQL_VALIDATION_FAILED", True
+        return "BAD_USER_INPUT", True
+    if isinstance(original, GraphQLError | StrawberryGraphQLError):
+        code = (original.extensions or {}).get("code")
+        return (str(code), True) if code else ("BAD_USER_INPUT", True)
+    return "INTERNAL", False
+
+
+class LumiSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            shape_error(error, execution_context)
+
+
+def shape_error(error: GraphQLError, execution_context: ExecutionContext | None) -> None:
+    extensions: dict[str, Any] = dict(error.extensions or {})
+    if "code" in extensions:
+        return  # shaped already (a subscription result passes through twice)
+    code, expose = classify(error)
+    original = error.original_error
+    if isinstance(original, LumiError):
+        extensions.update(original.extensions)
+        log.info("graphql error %s: %s", code, error.message)
+    elif not expose:
+        incident = uuid.uuid4().hex[:16]
+        operation = execution_context.operation_name if execution_context else None
+        log.error(
+            "internal error %s in operation %s",
+            incident,
+            operation,
+            exc_info=(type(original), original, original.__traceback__) if original else None,
+        )
+        error.message = INTERNAL_MESSAGE
+        error.original_error = None
+        extensions["incidentId"] = incident
+    extensions["code"] = code
+    error.extensions = extensions

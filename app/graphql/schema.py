@@ -1,0 +1,46 @@
+"""The schema: each room contributes its queries, mutations and subscriptions."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
+
+from app.graphql.context import Info
+from app.graphql.errors import LumiSchema
+from app.graphql.permissions import IsAuthenticated
+from app.requests.resolvers import RequestMutations, RequestQueries, RequestSubscriptions
+from app.users.types import UserType
+
+
+@strawberry.type
+class Query(RequestQueries):
+    @strawberry.field(description="The viewer.", permission_classes=[IsAuthenticated])
+    async def me(self, info: Info) -> UserType:
+        return UserType.from_viewer(await info.context.require_viewer())
+
+
+@strawberry.type
+class Mutation(RequestMutations):
+    pass
+
+
+@strawberry.type
+class Subscription(RequestSubscriptions):
+    pass
+
+
+def build_schema() -> strawberry.Schema:
+    return LumiSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        # Factories: both caches live at module level, shared by every operation.
+        extensions=[lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256)],
+    )
+
+
+schema = build_schema()
+
+
+def export_sdl() -> str:
+    return schema.as_str() + "\n"

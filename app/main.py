@@ -1,0 +1,108 @@
+"""create_app(): the composition root. The only place that wires backends together.
+
+Embedded mode runs the Dramatiq worker as threads inside this process, so the app
+declares the pipeline actors here; that is the one import of `workers` from `app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+
+from app.bus import InProcessBus
+from app.config import Settings
+from app.deps import Deps, build_deps, build_storage
+from app.errors import LumiError
+from app.graphql.context import Context
+from app.graphql.schema import schema
+from app.migrate import upgrade_async
+from app.queue import DramatiqQueue, build_broker
+from app.routes import routes
+
+log = logging.getLogger(__name__)
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        return Context(request.app.state.deps, request, response)
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        try:
+            await context.authenticate_connection()
+        except LumiError as exc:
+            raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
+        return None
+
+
+class EmbeddedWorker:
+    """Dramatiq worker threads inside the API process (the embedded default)."""
+
+    def __init__(self, broker: dramatiq.Broker, deps: Deps) -> None:
+        from workers.requests import declare_actors
+        from workers.runtime import WorkerRuntime
+
+        self.runtime = WorkerRuntime(
+            deps.settings, bus=deps.bus, queue=deps.queue, storage=deps.storage
+        )
+        declare_actors(broker, self.runtime)
+        self.worker = dramatiq.Worker(broker, worker_threads=deps.settings.worker_threads)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None:  # the runtime's engine belongs to the worker's loop
+            loop_thread.run_coroutine(self.runtime.aclose())
+        self.worker.stop(timeout=5000)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.auto_migrate:
+            await upgrade_async(settings.resolved_database_url)
+        broker = build_broker(settings)
+        deps = build_deps(
+            settings, bus=InProcessBus(), queue=DramatiqQueue(broker), storage=build_storage(settings)
+        )
+        worker = EmbeddedWorker(broker, deps)
+        worker.start()
+        app.state.deps = deps
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(worker.stop)
+            broker.close()
+            await deps.bus.close()
+            await deps.aclose()
+
+    graphql = GraphQLApp(
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        allow_queries_via_get=False,
+    )
+    return Starlette(
+        routes=[
+            *routes,
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,60 @@
+"""The job queue as the app sees it: send a stage message by name, after commit.
+
+The broker is Dramatiq's: a StubBroker consumed by worker threads inside the API
+process when embedded, a RedisBroker shared with separate worker processes in
+production. Actors live in `workers/`; the app only needs their names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AsyncIO, CurrentMessage
+
+from app.config import Settings
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class StageMessage:
+    """A message for one pipeline actor: its name, positional args and a delay."""
+
+    stage: str
+    args: tuple[Any, ...] = ()
+    delay_seconds: float = 0.0
+    queue: str = field(default=DEFAULT_QUEUE)
+
+
+class JobQueue(Protocol):
+    def send(self, message: StageMessage) -> None: ...
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """The broker named by settings, with the middleware async actors need."""
+    broker = StubBroker()
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(CurrentMessage())
+    broker.declare_queue(DEFAULT_QUEUE)
+    return broker
+
+
+class DramatiqQueue:
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+
+    def send(self, message: StageMessage) -> None:
+        delay_ms = int(message.delay_seconds * 1000) or None
+        self.broker.enqueue(
+            dramatiq.Message(
+                queue_name=message.queue,
+                actor_name=message.stage,
+                args=message.args,
+                kwargs={},
+                options={},
+            ),
+            delay=delay_ms,
+        )

@@ -1,0 +1,203 @@
+"""Queries, mutations and subscriptions of the requests room."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bus import request_channel, user_channel
+from app.graphql.context import Info
+from app.graphql.pagination import Edge, PageInfo, check_first, decode_cursor, encode_cursor
+from app.graphql.permissions import IsAuthenticated
+from app.requests import repository, service
+from app.requests.errors import RequestNotFound
+from app.requests.stages import RESTING, Status
+from app.requests.stream import Follow, follow
+from app.requests.types import (
+    CreateRequestInput,
+    GenerationRequestConnection,
+    GenerationRequestType,
+    RequestEvent,
+    RequestStatus,
+)
+from app.tables import RequestEvent as EventRow
+from app.users import repository as users
+
+
+def to_event(row: EventRow) -> RequestEvent:
+    return RequestEvent(
+        request_id=strawberry.ID(row.request_id),
+        seq=row.seq,
+        user_seq=row.user_seq,
+        status=Status(row.status),
+        phase=row.phase,
+        step=row.step,
+        progress=row.progress,
+        progress_is_estimate=row.progress_estimated,
+        message=row.message,
+        error_code=row.error_code,
+        image_id=strawberry.ID(row.image_id) if row.image_id else None,
+        model_id=strawberry.ID(row.model_id) if row.model_id else None,
+        created_at=row.created_at,
+    )
+
+
+@strawberry.type
+class RequestQueries:
+    @strawberry.field(
+        description="One of the viewer's requests; NOT_FOUND when it is not theirs.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
+        viewer = await info.context.require_viewer()
+        service.check_id(id, "id")
+        async with info.context.deps.db.read() as session:
+            row = await repository.get_owned(session, id, viewer.id)
+        if row is None:
+            raise RequestNotFound()
+        return GenerationRequestType(row=row)
+
+    @strawberry.field(
+        description="The viewer's requests, newest first, optionally of one status.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def requests(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        status: RequestStatus | None = None,  # type: ignore[valid-type]
+    ) -> GenerationRequestConnection:
+        viewer = await info.context.require_viewer()
+        limit = check_first(first)
+        cursor = decode_cursor(after)
+        async with info.context.deps.db.read() as session:
+            rows = await repository.list_page(
+                session, viewer.id, limit=limit + 1, after=cursor, status=status
+            )
+        edges = [
+            Edge(cursor=encode_cursor(r.created_at, r.id), node=GenerationRequestType(row=r))
+            for r in rows[:limit]
+        ]
+        page = PageInfo(
+            has_next_page=len(rows) > limit,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        )
+        return GenerationRequestConnection(edges=edges, page_info=page)
+
+
+@strawberry.type
+class RequestMutations:
+    @strawberry.mutation(
+        description="Submit a prompt. Progress arrives through `requestUpdates`.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def create_request(
+        self, info: Info, input: CreateRequestInput
+    ) -> GenerationRequestType:
+        viewer = await info.context.require_viewer()
+        deps = info.context.deps
+        new = service.NewRequest(
+            prompt=input.prompt,
+            image_count=input.image_count,
+            optimize_prompt=input.optimize_prompt,
+            auto_model=input.auto_model,
+            image_size=deps.settings.image_size,
+        )
+        async with deps.unit() as unit:
+            row = await service.create_request(unit, viewer, new)
+        return GenerationRequestType(row=row)
+
+    @strawberry.mutation(
+        description="Pick the image to turn into a 3D model (status IMAGE_COMPLETED).",
+        permission_classes=[IsAuthenticated],
+    )
+    async def select_image(
+        self, info: Info, request_id: strawberry.ID, image_id: strawberry.ID
+    ) -> GenerationRequestType:
+        viewer = await info.context.require_viewer()
+        async with info.context.deps.unit() as unit:
+            row = await service.select_image(unit, viewer, request_id, image_id)
+        return GenerationRequestType(row=row)
+
+    @strawberry.mutation(
+        description="Delete a request (cancelling it if it is still running); returns its id.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def delete_request(self, info: Info, id: strawberry.ID) -> strawberry.ID:
+        viewer = await info.context.require_viewer()
+        async with info.context.deps.unit() as unit:
+            deleted = await service.delete_request(unit, viewer, id)
+        return strawberry.ID(deleted)
+
+
+@strawberry.type
+class RequestSubscriptions:
+    @strawberry.subscription(
+        description=(
+            "Every event of one request after `afterSeq`, in order, once; ends after a "
+            "resting status (COMPLETED, FAILED, CANCELLED, IMAGE_FAILED, MODEL_FAILED)."
+        ),
+        permission_classes=[IsAuthenticated],
+    )
+    async def request_updates(
+        self, info: Info, id: strawberry.ID, after_seq: int = 0
+    ) -> AsyncGenerator[RequestEvent, None]:
+        viewer = await info.context.require_viewer()
+        deps = info.context.deps
+        service.check_id(id, "id")
+        async with deps.db.read() as session:
+            row = await repository.get_owned(session, id, viewer.id)
+        if row is None:
+            raise RequestNotFound()
+
+        async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
+            return await repository.events_after(session, id, after)
+
+        spec = Follow(
+            request_channel(id), fetch, "seq", lambda e: Status(e.status) in RESTING
+        )
+        stream = follow(
+            deps.db,
+            deps.bus,
+            spec,
+            after=max(after_seq, 0),
+            recheck_seconds=deps.settings.subscription_recheck_seconds,
+        )
+        async for event in stream:
+            yield to_event(event)
+
+    @strawberry.subscription(
+        description=(
+            "Every event of all the viewer's requests, in order. `afterSeq` is a `userSeq`: "
+            "events after it are replayed first; without it only new events arrive."
+        ),
+        permission_classes=[IsAuthenticated],
+    )
+    async def my_request_updates(
+        self, info: Info, after_seq: int | None = None
+    ) -> AsyncGenerator[RequestEvent, None]:
+        viewer = await info.context.require_viewer()
+        deps = info.context.deps
+        if after_seq is None:
+            async with deps.db.read() as session:
+                user = await users.get(session, viewer.id)
+            after_seq = user.event_seq if user else 0
+
+        async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
+            return await repository.user_events_after(session, viewer.id, after)
+
+        spec = Follow(user_channel(viewer.id), fetch, "user_seq", lambda _: False)
+        stream = follow(
+            deps.db,
+            deps.bus,
+            spec,
+            after=max(after_seq, 0),
+            recheck_seconds=deps.settings.subscription_recheck_seconds,
+        )
+        async for event in stream:
+            yield to_event(event)

@@ -1,0 +1,196 @@
+"""GraphQL types of the requests room."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+
+from app.graphql.context import Info
+from app.graphql.pagination import Edge, PageInfo
+from app.models.types import ModelType, signed_url
+from app.requests import stages
+from app.tables import GeneratedImage, GenerationRequest
+
+RequestStatus = strawberry.enum(
+    stages.Status, name="RequestStatus", description="Where a request is in its lifecycle."
+)
+RequestPhase = strawberry.enum(
+    stages.Phase, name="RequestPhase", description="The four phases of a request."
+)
+
+
+@strawberry.enum(description="Status of one candidate image.")
+class ImageStatus(Enum):
+    PENDING = "PENDING"
+    GENERATING = "GENERATING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+@strawberry.type(name="GeneratedImage", description="One candidate image of a request.")
+class GeneratedImageType:
+    row: strawberry.Private[GeneratedImage]
+
+    @strawberry.field(description="Stable id; pass it to `selectImage`.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(self.row.id)
+
+    @strawberry.field(description="Position among the request's images, from 0.")
+    def index(self) -> int:
+        return self.row.index
+
+    @strawberry.field(description="The prompt variant this image was generated from.")
+    def prompt(self) -> str:
+        return self.row.prompt
+
+    @strawberry.field(description="Generation status of this image.")
+    def status(self) -> ImageStatus:
+        return ImageStatus(self.row.status)
+
+    @strawberry.field(description="Signed, expiring URL of the image once it is COMPLETED.")
+    def url(self, info: Info) -> str | None:
+        return signed_url(info, self.row.storage_key) if self.row.storage_key else None
+
+    @strawberry.field(description="Width in pixels, once generated.")
+    def width(self) -> int | None:
+        return self.row.width
+
+    @strawberry.field(description="Height in pixels, once generated.")
+    def height(self) -> int | None:
+        return self.row.height
+
+    @strawberry.field(description="MIME type of the image file, once generated.")
+    def content_type(self) -> str | None:
+        return self.row.content_type
+
+
+@strawberry.type(name="GenerationRequest", description="A prompt on its way to a 3D model.")
+class GenerationRequestType:
+    row: strawberry.Private[GenerationRequest]
+
+    @strawberry.field(description="Stable id of the request.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(self.row.id)
+
+    @strawberry.field(description="The prompt as the user wrote it.")
+    def prompt(self) -> str:
+        return self.row.prompt
+
+    @strawberry.field(description="One optimized prompt per image, once optimization ran.")
+    def optimized_prompts(self) -> list[str] | None:
+        return self.row.optimized_prompts
+
+    @strawberry.field(description="How many candidate images are generated (1-4).")
+    def image_count(self) -> int:
+        return self.row.image_count
+
+    @strawberry.field(description="Whether an LLM rewrites the prompt before generation.")
+    def optimize_prompt(self) -> bool:
+        return self.row.optimize_prompt
+
+    @strawberry.field(description="Whether the first finished image goes to 3D unasked.")
+    def auto_model(self) -> bool:
+        return self.row.auto_model
+
+    @strawberry.field(description="Current status.")
+    def status(self) -> RequestStatus:  # type: ignore[valid-type]
+        return stages.Status(self.row.status)
+
+    @strawberry.field(description="Current phase.")
+    def phase(self) -> RequestPhase:  # type: ignore[valid-type]
+        return stages.Phase(self.row.phase)
+
+    @strawberry.field(description="What is happening now, in words.")
+    def step(self) -> str:
+        return self.row.step
+
+    @strawberry.field(description="Progress of the whole request, 0-100, never decreasing.")
+    def progress(self) -> float:
+        return self.row.progress
+
+    @strawberry.field(description="True when `progress` is estimated, not vendor-reported.")
+    def progress_is_estimate(self) -> bool:
+        return self.row.progress_estimated
+
+    @strawberry.field(description="Number of the latest event; resume subscriptions from it.")
+    def seq(self) -> int:
+        return self.row.seq
+
+    @strawberry.field(description="Machine-readable reason of a failure.")
+    def error_code(self) -> str | None:
+        return self.row.error_code
+
+    @strawberry.field(description="Human-readable reason of a failure.")
+    def error_message(self) -> str | None:
+        return self.row.error_message
+
+    @strawberry.field(description="The image chosen for 3D generation, if any.")
+    def selected_image_id(self) -> strawberry.ID | None:
+        selected = self.row.selected_image_id
+        return strawberry.ID(selected) if selected else None
+
+    @strawberry.field(description="When the request was created (UTC).")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @strawberry.field(description="When the request last changed (UTC).")
+    def updated_at(self) -> datetime:
+        return self.row.updated_at
+
+    @strawberry.field(description="When the request reached a resting status (UTC).")
+    def completed_at(self) -> datetime | None:
+        return self.row.completed_at
+
+    @strawberry.field(description="Candidate images, in index order.")
+    async def images(self, info: Info) -> list[GeneratedImageType]:
+        rows = await info.context.loaders.images_by_request.load(self.row.id)
+        return [GeneratedImageType(row=row) for row in rows]
+
+    @strawberry.field(description="The 3D model this request produced, once COMPLETED.")
+    async def model(self, info: Info) -> ModelType | None:
+        row = await info.context.loaders.model_by_request.load(self.row.id)
+        return ModelType(row=row) if row else None
+
+
+@strawberry.type(name="GenerationRequestConnection", description="A page of requests.")
+class GenerationRequestConnection:
+    edges: list[Edge[GenerationRequestType]] = strawberry.field(description="This page's items.")
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
+
+
+@strawberry.type(description="One stage or status change of a request, as it happened.")
+class RequestEvent:
+    request_id: strawberry.ID = strawberry.field(description="The request that changed.")
+    seq: int = strawberry.field(description="Event number within the request, from 1.")
+    user_seq: int = strawberry.field(
+        description="Event number across all of the user's requests (`myRequestUpdates`)."
+    )
+    status: RequestStatus = strawberry.field(description="Status after this event.")  # type: ignore[valid-type]
+    phase: RequestPhase = strawberry.field(description="Phase after this event.")  # type: ignore[valid-type]
+    step: str = strawberry.field(description="What was happening, in words.")
+    progress: float = strawberry.field(description="Request progress, 0-100.")
+    progress_is_estimate: bool = strawberry.field(description="Whether progress is estimated.")
+    message: str | None = strawberry.field(description="Detail for people.")
+    error_code: str | None = strawberry.field(description="Failure reason, on failures.")
+    image_id: strawberry.ID | None = strawberry.field(description="The image it concerns.")
+    model_id: strawberry.ID | None = strawberry.field(description="The model it produced.")
+    created_at: datetime = strawberry.field(description="When it happened (UTC).")
+
+    @strawberry.field(description="The request as it is now (not as of this event).")
+    async def request(self, info: Info) -> GenerationRequestType | None:
+        row = await info.context.loaders.request_by_id.load(str(self.request_id))
+        return GenerationRequestType(row=row) if row else None
+
+
+@strawberry.input(description="What to generate.")
+class CreateRequestInput:
+    prompt: str = strawberry.field(description="What to make, 1-2000 characters.")
+    image_count: int = strawberry.field(default=4, description="Candidate images, 1-4.")
+    optimize_prompt: bool = strawberry.field(
+        default=True, description="Let an LLM write one prompt variant per image."
+    )
+    auto_model: bool = strawberry.field(
+        default=False, description="Build the 3D model from the first image without asking."
+    )

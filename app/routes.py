@@ -1,0 +1,50 @@
+"""Plain HTTP routes beside GraphQL: health and signed file downloads."""
+
+from __future__ import annotations
+
+import mimetypes
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from providers.storage import InvalidKey, LocalStorage
+
+
+async def health(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def files(request: Request) -> Response:
+    """Serves a stored file to whoever holds an unexpired signed URL for it."""
+    storage = request.app.state.deps.storage
+    if not isinstance(storage, LocalStorage):
+        return PlainTextResponse("not found", status_code=404)
+    key = request.path_params["key"]
+    expires = request.query_params.get("expires", "")
+    signature = request.query_params.get("signature", "")
+    try:
+        path = storage.path_for(key)
+    except InvalidKey:
+        return PlainTextResponse("not found", status_code=404)
+    if not storage.verify(key, expires, signature):
+        return PlainTextResponse("this link is invalid or has expired", status_code=403)
+    if not path.is_file():
+        return PlainTextResponse("not found", status_code=404)
+    media_type = storage.content_type(key)
+    if media_type == "application/octet-stream":
+        media_type = mimetypes.guess_type(key)[0] or media_type
+    filename = request.query_params.get("filename")
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=filename,
+        content_disposition_type="attachment" if filename else "inline",
+        headers={"Cache-Control": "private, max-age=300"},
+    )
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/files/{key:path}", files, methods=["GET", "HEAD"]),
+]

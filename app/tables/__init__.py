@@ -1,0 +1,23 @@
+"""SQLModel tables, one file each. Importing this package registers them all on `metadata`."""
+
+from app.tables.base import metadata, new_id, utcnow
+from app.tables.generated_image import GeneratedImage
+from app.tables.generation_job import GenerationJob
+from app.tables.generation_request import GenerationRequest
+from app.tables.model import Model
+from app.tables.model_interaction import ModelInteraction
+from app.tables.request_event import RequestEvent
+from app.tables.user import User
+
+__all__ = [
+    "GeneratedImage",
+    "GenerationJob",
+    "GenerationRequest",
+    "Model",
+    "ModelInteraction",
+    "RequestEvent",
+    "User",
+    "metadata",
+    "new_id",
+    "utcnow",
+]

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from app.tables.base import ID_LENGTH, created_field, id_field, time_field
+
+
+class GenerationJob(SQLModel, table=True):
+    """One unit of provider work (optimize a prompt, render an image, build a model).
+
+    Actors claim a job by moving it out of PENDING in one conditional UPDATE; that
+    claim is what makes a redelivered message a no-op.
+    """
+
+    __tablename__ = "generation_jobs"
+    __table_args__ = (Index("ix_generation_jobs_status_heartbeat", "status", "heartbeat_at"),)
+
+    id: str = id_field()
+    request_id: str = Field(
+        foreign_key="generation_requests.id", max_length=ID_LENGTH, index=True
+    )
+    kind: str = Field(max_length=16)
+    image_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    status: str = Field(default="PENDING", max_length=16)
+    provider: str | None = Field(default=None, max_length=32)
+    vendor_job_id: str | None = Field(default=None, max_length=128)
+    attempt: int = 0
+    poll_count: int = 0
+    next_attempt_at: datetime | None = time_field()
+    heartbeat_at: datetime | None = time_field()
+    started_at: datetime | None = time_field()
+    finished_at: datetime | None = time_field()
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+from app.tables.base import ID_LENGTH, created_field, id_field, time_field
+
+
+class Model(SQLModel, table=True):
+    """A 3D model in its owner's library; `request_id` is unique: one model per request."""
+
+    __tablename__ = "models"
+
+    id: str = id_field()
+    owner_id: str = Field(foreign_key="users.id", max_length=ID_LENGTH, index=True)
+    request_id: str | None = Field(
+        default=None, foreign_key="generation_requests.id", max_length=ID_LENGTH, unique=True
+    )
+    source_image_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(default="READY", max_length=16)
+    format: str = Field(default="glb", max_length=16)
+    file_key: str = Field(max_length=255)
+    content_type: str = Field(default="model/gltf-binary", max_length=64)
+    preview_key: str | None = Field(default=None, max_length=255)
+    file_size: int = 0
+    provider: str | None = Field(default=None, max_length=32)
+    visibility: str = Field(default="PRIVATE", max_length=16)
+    published_at: datetime | None = time_field()
+    like_count: int = 0
+    favorite_count: int = 0
+    download_count: int = 0
+    view_count: int = 0
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from app.tables.base import created_field, id_field
+
+
+class User(SQLModel, table=True):
+    """A person known by the subject of a verified token; created on first sight."""
+
+    __tablename__ = "users"
+
+    id: str = id_field()
+    external_id: str = Field(max_length=191, unique=True)
+    display_name: str = Field(max_length=100)
+    role: str = Field(default="user", max_length=16)
+    credits: int = Field(default=0)
+    # Last per-user event number: `myRequestUpdates` resumes from it.
+    event_seq: int = Field(default=0)
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()

@@ -1,0 +1,51 @@
+"""A unit of work: one write transaction plus what must happen only after it commits.
+
+Services append events to publish and stage messages to send; the edge that opened
+the unit (a resolver or an actor) flushes them once the commit has succeeded. A
+failure inside the block rolls everything back and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bus import EventBus, request_channel, user_channel
+from app.db import Database
+from app.queue import JobQueue, StageMessage
+from app.tables import RequestEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    session: AsyncSession
+    events: list[RequestEvent] = field(default_factory=list)
+    messages: list[StageMessage] = field(default_factory=list)
+
+
+def event_payload(event: RequestEvent) -> dict[str, object]:
+    payload = event.model_dump(mode="json")
+    return payload
+
+
+async def publish_events(bus: EventBus, events: list[RequestEvent]) -> None:
+    for event in events:
+        payload = event_payload(event)
+        await bus.publish(request_channel(event.request_id), payload)
+        await bus.publish(user_channel(event.user_id), payload)
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database, bus: EventBus, queue: JobQueue) -> AsyncIterator[Unit]:
+    async with db.write() as session:
+        unit = Unit(session)
+        yield unit
+    await publish_events(bus, unit.events)
+    for message in unit.messages:
+        queue.send(message)

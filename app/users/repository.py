@@ -1,0 +1,37 @@
+"""All SQL about users."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.tables import User
+
+
+async def get_by_external_id(session: AsyncSession, external_id: str) -> User | None:
+    result = await session.execute(select(User).where(col(User.external_id) == external_id))
+    return result.scalar_one_or_none()
+
+
+async def get(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User | None:
+    query = select(User).where(col(User.id) == user_id)
+    if for_update:
+        query = query.with_for_update()
+    result = await session.execute(query)
+    return result.scalar_one_or_none()
+
+
+async def get_many(session: AsyncSession, ids: list[str]) -> list[User]:
+    result = await session.execute(select(User).where(col(User.id).in_(ids)))
+    return list(result.scalars())
+
+
+async def insert_if_absent(session: AsyncSession, user: User) -> bool:
+    """Adds `user`; False when another transaction created the same external id first."""
+    try:
+        async with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        return False
+    return True

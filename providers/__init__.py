@@ -1,0 +1,1 @@
+"""Adapters for external AI services and storage. A leaf package: never imports `app`."""

@@ -1,0 +1,143 @@
+"""Shared fixtures: settings on a temp directory, in-process deps, a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.auth import TokenVerifier
+from app.bus import InProcessBus
+from app.config import Settings
+from app.deps import Deps, build_deps, build_storage
+from app.migrate import upgrade_async
+from app.queue import StageMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST = {
+    "LUMI_LOCAL_LATENCY_SECONDS": "0.05",
+    "LUMI_LOCAL_MODEL_LATENCY_SECONDS": "0.6",
+    "LUMI_MODEL_POLL_INTERVAL_SECONDS": "0.1",
+    "LUMI_SUBSCRIPTION_RECHECK_SECONDS": "0.5",
+    "LUMI_IMAGE_SIZE": "128",
+}
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {k.removeprefix("LUMI_").lower(): v for k, v in FAST.items()}
+    values.update(overrides)
+    return Settings(_env_file=None, data_dir=data_dir, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+class RecordingQueue:
+    """Keeps stage messages instead of sending them, so a test delivers them by hand."""
+
+    def __init__(self) -> None:
+        self.sent: list[StageMessage] = []
+
+    def send(self, message: StageMessage) -> None:
+        self.sent.append(message)
+
+    def take(self) -> list[StageMessage]:
+        messages, self.sent = self.sent, []
+        return messages
+
+
+@pytest.fixture
+async def deps(settings: Settings) -> AsyncIterator[Deps]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade_async(settings.resolved_database_url)
+    built = build_deps(
+        settings, bus=InProcessBus(), queue=RecordingQueue(), storage=build_storage(settings)
+    )
+    yield built
+    await built.aclose()
+
+
+def token_for(user: str, settings: Settings | None = None) -> str:
+    return TokenVerifier.from_settings(settings or Settings(_env_file=None)).mint(user)  # type: ignore[call-arg]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def graphql(self) -> str:
+        return f"{self.url}/graphql"
+
+    @property
+    def ws(self) -> str:
+        return self.graphql.replace("http://", "ws://", 1)
+
+
+def start_server(data_dir: Path, **env: str) -> Server:
+    """`lumi serve` in a subprocess on a free port, exactly as a user runs it."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "server.log"
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LUMI_")},
+        **FAST,
+        "LUMI_DATA_DIR": str(data_dir),
+        **env,
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop_server(server)
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("server"))
+    yield running
+    stop_server(running)

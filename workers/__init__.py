@@ -1,0 +1,1 @@
+"""Dramatiq actors: one per pipeline stage, thin and idempotent."""

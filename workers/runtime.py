@@ -1,0 +1,39 @@
+"""The resources actors use, built lazily on the worker's own event loop.
+
+Async engines and HTTP clients belong to the loop that created them; Dramatiq runs
+async actors on its own loop thread, so the API's resources cannot be shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.bus import EventBus
+from app.config import Settings
+from app.deps import Deps, build_deps
+from app.queue import JobQueue
+from providers.storage import Storage
+
+
+class WorkerRuntime:
+    def __init__(
+        self, settings: Settings, *, bus: EventBus, queue: JobQueue, storage: Storage
+    ) -> None:
+        self.settings = settings
+        self._bus, self._queue, self._storage = bus, queue, storage
+        self._deps: Deps | None = None
+        self._lock = asyncio.Lock()
+
+    async def deps(self) -> Deps:
+        if self._deps is None:
+            async with self._lock:
+                if self._deps is None:
+                    self._deps = build_deps(
+                        self.settings, bus=self._bus, queue=self._queue, storage=self._storage
+                    )
+        return self._deps
+
+    async def aclose(self) -> None:
+        if self._deps is not None:
+            await self._deps.aclose()
+            self._deps = None
