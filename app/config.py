@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str | None = Field(
         default=None,
-        description="Absolute base URL clients reach the API at; derived from each request if unset.",
+        description="Absolute base URL of the API for file links; else taken from each request.",
     )
     graphiql: bool = True
 

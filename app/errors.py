@@ -15,22 +15,22 @@ class LumiError(Exception):
         self.extensions = extensions
 
 
-class Unauthenticated(LumiError):  # noqa: N818 - names describe the condition
+class Unauthenticated(LumiError):
     code = "UNAUTHENTICATED"
     default_message = "a valid bearer token is required"
 
 
-class Forbidden(LumiError):  # noqa: N818
+class Forbidden(LumiError):
     code = "FORBIDDEN"
     default_message = "not allowed"
 
 
-class NotFound(LumiError):  # noqa: N818
+class NotFound(LumiError):
     code = "NOT_FOUND"
     default_message = "not found"
 
 
-class BadUserInput(LumiError):  # noqa: N818
+class BadUserInput(LumiError):
     code = "BAD_USER_INPUT"
     default_message = "invalid input"
 
@@ -38,6 +38,6 @@ class BadUserInput(LumiError):  # noqa: N818
         super().__init__(message, **({"field": field} if field else {}))
 
 
-class Conflict(LumiError):  # noqa: N818
+class Conflict(LumiError):
     code = "CONFLICT"
     default_message = "conflicting state"

@@ -16,7 +16,6 @@ import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -80,7 +79,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await upgrade_async(settings.resolved_database_url)
         broker = build_broker(settings)
         deps = build_deps(
-            settings, bus=InProcessBus(), queue=DramatiqQueue(broker), storage=build_storage(settings)
+            settings,
+            bus=InProcessBus(),
+            queue=DramatiqQueue(broker),
+            storage=build_storage(settings),
         )
         worker = EmbeddedWorker(broker, deps)
         worker.start()

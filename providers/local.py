@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import itertools
 import json
 import re
 import struct
@@ -111,7 +112,7 @@ _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 def _heights(image: Image.Image, grid: int) -> list[float]:
     """Brightness away from the border colour becomes height: the subject stands out."""
     small = ImageOps.grayscale(image.convert("RGB")).resize((grid, grid))
-    pixels = list(small.get_flattened_data())
+    pixels = [float(p) for p in small.get_flattened_data() if isinstance(p, int | float)]
     border = sum(pixels[:grid]) / grid
     return [0.05 + 0.3 * abs(p - border) / 255 for p in pixels]
 
@@ -142,7 +143,7 @@ def _relief(heights: list[float], grid: int) -> tuple[list[float], list[float], 
     edge = [(0, i) for i in range(grid)] + [(i, grid - 1) for i in range(grid)]
     edge += [(grid - 1, i) for i in reversed(range(grid))] + [(i, 0) for i in reversed(range(grid))]
     ring = [r * grid + c for r, c in edge]
-    for a, b in zip(ring, ring[1:], strict=False):
+    for a, b in itertools.pairwise(ring):
         if a != b:
             indices += [top + a, top + b, low + a, top + b, low + b, low + a]
     return positions, uvs, indices

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
 
 
-class InvalidKey(ValueError):  # noqa: N818 - a condition
+class InvalidKey(ValueError):
     pass
 
 

@@ -62,13 +62,21 @@ async def _fail(deps: Deps, job_id: str, target: Status, code: str, message: str
         locked = await _locked(unit, job_id)
         if locked is None:
             return
-        job, request = locked
+        _, request = locked
         if not await repository.finish_job(
             unit.session, job_id, "FAILED", error_code=code, error_message=message[:1000]
         ):
             return
-        if request.status in (Status.IMAGE_GENERATING, Status.MODEL_PENDING, Status.MODEL_GENERATING):
-            step = "image generation failed" if target is Status.IMAGE_FAILED else "3D generation failed"
+        if request.status in (
+            Status.IMAGE_GENERATING,
+            Status.MODEL_PENDING,
+            Status.MODEL_GENERATING,
+        ):
+            step = (
+                "image generation failed"
+                if target is Status.IMAGE_FAILED
+                else "3D generation failed"
+            )
             await service.transition(
                 unit, request, target, step=step, error_code=code, message=message
             )
@@ -124,7 +132,9 @@ async def generate_image(deps: Deps, job_id: str) -> None:
     try:
         result = await provider.generate(prompt, seed=seed, width=width, height=height)
         data = await _content(deps, result.data, result.url)
-        key = f"requests/{request.id}/images/{image_id}.{_EXTENSIONS.get(result.content_type, 'bin')}"
+        key = (
+            f"requests/{request.id}/images/{image_id}.{_EXTENSIONS.get(result.content_type, 'bin')}"
+        )
         await deps.storage.put(key, data, result.content_type)
     except ProviderError as exc:
         await _settle_image(deps, job_id, None, error=exc)
@@ -178,7 +188,8 @@ async def start_model(deps: Deps, job_id: str) -> None:
         if not await repository.claim_job(unit.session, job_id, "MODEL"):
             return
         image = await repository.get_image(unit.session, str(job.image_id))
-        assert image is not None and image.storage_key is not None
+        assert image is not None
+        assert image.storage_key is not None
         key, content_type, prompt = image.storage_key, image.content_type, image.prompt
         await service.transition(
             unit,
@@ -324,7 +335,9 @@ async def _finish_model(deps: Deps, job_id: str, status: ModelJobStatus) -> None
             progress=service.PROGRESS_STORING,
             model_id=model.id,
         )
-        await service.transition(unit, request, Status.COMPLETED, step="completed", model_id=model.id)
+        await service.transition(
+            unit, request, Status.COMPLETED, step="completed", model_id=model.id
+        )
 
 
 # -- declaration ------------------------------------------------------------------------
@@ -348,7 +361,7 @@ def _actor(
     runtime: WorkerRuntime,
     name: str,
     stage: Callable[..., Awaitable[None]],
-) -> dramatiq.Actor:
+) -> dramatiq.Actor[..., Any]:
     async def run(*args: Any) -> None:
         deps = await runtime.deps()
         try:
@@ -361,7 +374,12 @@ def _actor(
     # Retries, backoff and dead letters are the job table's business (see DESIGN §4):
     # Dramatiq must not run a stage again behind the state machine's back.
     return dramatiq.Actor(
-        run, broker=broker, actor_name=name, queue_name="default", priority=0, options={"max_retries": 0}
+        run,
+        broker=broker,
+        actor_name=name,
+        queue_name="default",
+        priority=0,
+        options={"max_retries": 0},
     )
 
 

@@ -73,7 +73,11 @@ class Context:
 
 
 def token_from_params(params: dict[str, Any]) -> str | None:
-    """The token in a `connection_init` payload: `{"Authorization": "Bearer …"}` or `{"token": …}`."""
+    """The token of a `connection_init` payload.
+
+    Accepted shapes: `{"Authorization": "Bearer …"}`, `{"headers": {"Authorization": …}}`
+    (Apollo-style clients) or `{"token": "…"}`.
+    """
     for name in ("Authorization", "authorization"):
         if isinstance(params.get(name), str):
             return bearer_token(params[name])
@@ -81,7 +85,7 @@ def token_from_params(params: dict[str, Any]) -> str | None:
     if isinstance(headers, dict):
         return token_from_params({k: v for k, v in headers.items() if k.lower() == "authorization"})
     token = params.get("token")
-    return token.strip() or None if isinstance(token, str) else None
+    return (token.strip() or None) if isinstance(token, str) else None
 
 
 Info = _Info[Context, None]

@@ -93,7 +93,7 @@ async def claim_job(session: AsyncSession, job_id: str, kind: str) -> bool:
         )
         .values(
             status="RUNNING",
-            attempt=GenerationJob.attempt + 1,  # type: ignore[operator]
+            attempt=GenerationJob.attempt + 1,
             started_at=now,
             heartbeat_at=now,
             updated_at=now,

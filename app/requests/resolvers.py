@@ -96,9 +96,7 @@ class RequestMutations:
         description="Submit a prompt. Progress arrives through `requestUpdates`.",
         permission_classes=[IsAuthenticated],
     )
-    async def create_request(
-        self, info: Info, input: CreateRequestInput
-    ) -> GenerationRequestType:
+    async def create_request(self, info: Info, input: CreateRequestInput) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         deps = info.context.deps
         new = service.NewRequest(
@@ -158,9 +156,7 @@ class RequestSubscriptions:
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
             return await repository.events_after(session, id, after)
 
-        spec = Follow(
-            request_channel(id), fetch, "seq", lambda e: Status(e.status) in RESTING
-        )
+        spec = Follow(request_channel(id), fetch, "seq", lambda e: Status(e.status) in RESTING)
         stream = follow(
             deps.db,
             deps.bus,

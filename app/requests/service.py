@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from app.auth import Viewer
 from app.errors import BadUserInput
@@ -86,7 +87,7 @@ def state_of(request: GenerationRequest) -> RequestState:
 
 
 async def _append_event(
-    unit: Unit, request: GenerationRequest, state: RequestState, **detail: str | None
+    unit: Unit, request: GenerationRequest, state: RequestState, **detail: Any
 ) -> RequestEvent:
     user = await users.get(unit.session, request.user_id, for_update=True)
     assert user is not None, "a request's owner exists (foreign key)"
@@ -254,7 +255,12 @@ async def start_model_phase(
     job = _new_job(request.id, "MODEL", image.id)
     unit.session.add(job)
     await transition(
-        unit, request, Status.MODEL_PENDING, step=step, progress=PROGRESS_IMAGES_END, image_id=image.id
+        unit,
+        request,
+        Status.MODEL_PENDING,
+        step=step,
+        progress=PROGRESS_IMAGES_END,
+        image_id=image.id,
     )
     unit.messages.append(StageMessage(Stage.START_MODEL, (job.id,)))
 

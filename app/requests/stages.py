@@ -58,9 +58,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 # Statuses that may repeat as progress steps. Resting ones may not: a step inside
 # IMAGE_FAILED would be an event nobody waits for.
-_STEPPABLE = frozenset(
-    {S.IMAGE_PENDING, S.IMAGE_GENERATING, S.MODEL_PENDING, S.MODEL_GENERATING}
-)
+_STEPPABLE = frozenset({S.IMAGE_PENDING, S.IMAGE_GENERATING, S.MODEL_PENDING, S.MODEL_GENERATING})
 
 _PHASE_OF: dict[Status, Phase] = {
     S.IMAGE_PENDING: Phase.IMAGE_GENERATION,
@@ -74,7 +72,7 @@ _PHASE_OF: dict[Status, Phase] = {
 }
 
 
-class IllegalTransition(Exception):  # noqa: N818 - a condition, per the house style
+class IllegalTransition(Exception):
     def __init__(self, current: Status, target: Status) -> None:
         super().__init__(f"a request cannot go from {current} to {target}")
         self.current = current

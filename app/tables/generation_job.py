@@ -19,9 +19,7 @@ class GenerationJob(SQLModel, table=True):
     __table_args__ = (Index("ix_generation_jobs_status_heartbeat", "status", "heartbeat_at"),)
 
     id: str = id_field()
-    request_id: str = Field(
-        foreign_key="generation_requests.id", max_length=ID_LENGTH, index=True
-    )
+    request_id: str = Field(foreign_key="generation_requests.id", max_length=ID_LENGTH, index=True)
     kind: str = Field(max_length=16)
     image_id: str | None = Field(default=None, max_length=ID_LENGTH)
     status: str = Field(default="PENDING", max_length=16)

@@ -14,7 +14,10 @@ from gql.transport.websockets import WebsocketsTransport
 
 from tests.conftest import Server, token_for
 
-EVENT_FIELDS = "requestId seq userSeq status phase step progress progressIsEstimate message errorCode imageId modelId"
+EVENT_FIELDS = (
+    "requestId seq userSeq status phase step progress progressIsEstimate"
+    " message errorCode imageId modelId"
+)
 
 REQUEST_UPDATES = f"""
 subscription Follow($id: ID!, $afterSeq: Int!) {{
@@ -28,7 +31,11 @@ mutation Create($input: CreateRequestInput!) {
 
 
 async def graphql(
-    server: Server, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None,
+    server: Server,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    user: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     sent = dict(headers or {})
@@ -42,7 +49,9 @@ async def graphql(
     return dict(response.json())
 
 
-async def data_of(server: Server, query: str, variables: dict[str, Any] | None = None, *, user: str) -> Any:
+async def data_of(
+    server: Server, query: str, variables: dict[str, Any] | None = None, *, user: str
+) -> Any:
     body = await graphql(server, query, variables, user=user)
     assert "errors" not in body, body
     return body["data"]

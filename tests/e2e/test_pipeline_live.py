@@ -99,8 +99,12 @@ async def test_a_tampered_file_url_is_refused(server: Server) -> None:
     user = a_user()
     created = await create_request(server, user, imageCount=1, autoModel=False)
     async with ws_session(server, user) as session:
-        await collect(session, REQUEST_UPDATES, {"id": created["id"], "afterSeq": 0},
-                      until=lambda e: e["status"] == "IMAGE_COMPLETED")
+        await collect(
+            session,
+            REQUEST_UPDATES,
+            {"id": created["id"], "afterSeq": 0},
+            until=lambda e: e["status"] == "IMAGE_COMPLETED",
+        )
     details = (await data_of(server, DETAILS, {"id": created["id"]}, user=user))["request"]
     url = details["images"][0]["url"]
     async with httpx.AsyncClient() as client:
@@ -137,8 +141,13 @@ async def test_my_request_updates_follows_every_request_of_the_viewer(server: Se
         import asyncio
 
         task = asyncio.create_task(
-            collect(session, query, {}, field="myRequestUpdates",
-                    until=lambda e: e["status"] == "COMPLETED" and e["requestId"] == second_id)
+            collect(
+                session,
+                query,
+                {},
+                field="myRequestUpdates",
+                until=lambda e: e["status"] == "COMPLETED" and e["requestId"] == second_id,
+            )
         )
         await asyncio.sleep(0.3)
         second_id = (await create_request(server, user, imageCount=1, autoModel=True))["id"]
@@ -214,9 +223,12 @@ async def test_invalid_input_is_refused_and_creates_nothing(
 async def test_requests_are_paged_newest_first_and_filtered_by_status(server: Server) -> None:
     user = a_user()
     ids = [(await create_request(server, user, imageCount=1))["id"] for _ in range(3)]
-    page = "query P($after: String) { requests(first: 2, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }"
+    page = """query P($after: String) { requests(first: 2, after: $after) {
+        edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }"""
     first = (await data_of(server, page, {}, user=user))["requests"]
-    second = (await data_of(server, page, {"after": first["pageInfo"]["endCursor"]}, user=user))["requests"]
+    second = (await data_of(server, page, {"after": first["pageInfo"]["endCursor"]}, user=user))[
+        "requests"
+    ]
     seen = [e["node"]["id"] for e in first["edges"] + second["edges"]]
     assert seen == list(reversed(ids))
     assert first["pageInfo"]["hasNextPage"] is True

@@ -80,7 +80,9 @@ def test_progress_never_goes_backwards_and_reaches_100_only_when_completed() -> 
     assert lower.progress == 60
     capped = advance(current, Status.MODEL_GENERATING, step="poll", progress=140)
     assert capped.progress == 99
-    done = advance(advance(current, Status.MODEL_COMPLETED, step="stored"), Status.COMPLETED, step="")
+    done = advance(
+        advance(current, Status.MODEL_COMPLETED, step="stored"), Status.COMPLETED, step=""
+    )
     assert done.progress == 100
     assert done.phase is Phase.COMPLETED
 
@@ -100,7 +102,11 @@ def test_failed_and_cancelled_keep_the_phase_they_happened_in() -> None:
 
 def test_an_estimated_figure_is_flagged_and_completion_is_not() -> None:
     estimated = advance(
-        state(Status.MODEL_GENERATING), Status.MODEL_GENERATING, step="", progress=70, estimated=True
+        state(Status.MODEL_GENERATING),
+        Status.MODEL_GENERATING,
+        step="",
+        progress=70,
+        estimated=True,
     )
     assert estimated.progress_estimated
     completed = advance(

@@ -135,9 +135,11 @@ async def test_without_auto_model_the_request_waits_for_a_selection(deps: Deps) 
 
     async with deps.db.read() as session:
         images = list(
-            (await session.execute(
-                select(GeneratedImage).where(col(GeneratedImage.request_id) == request_id)
-            )).scalars()
+            (
+                await session.execute(
+                    select(GeneratedImage).where(col(GeneratedImage.request_id) == request_id)
+                )
+            ).scalars()
         )
     chosen = max(images, key=lambda i: i.index)
     async with deps.unit() as unit:
