@@ -1,0 +1,122 @@
+"""The subscription algorithm: every event once, in order, whatever the bus does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bus import request_channel
+from app.deps import Deps
+from app.requests import repository
+from app.requests.stages import RESTING, Status
+from app.requests.stream import Follow, follow
+from app.tables import RequestEvent
+from app.unit import event_payload
+from tests.workers.test_pipeline import a_viewer, deliver, submit
+
+
+def spec_for(request_id: str) -> Follow:
+    async def fetch(session: AsyncSession, after: int) -> list[RequestEvent]:
+        return await repository.events_after(session, request_id, after)
+
+    return Follow(request_channel(request_id), fetch, "seq", lambda e: e.status in RESTING)
+
+
+async def take(stream: AsyncIterator[RequestEvent], count: int) -> list[int]:
+    seqs = []
+    async for event in stream:
+        seqs.append(event.seq)
+        if len(seqs) == count:
+            break
+    return seqs
+
+
+class SilentBus:
+    """A bus that loses every message, as during a Redis outage."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    async def publish(self, channel: str, payload: dict[str, object]) -> None:
+        return None
+
+    def subscribe(self, channels: list[str]):  # type: ignore[no-untyped-def]
+        return self.inner.subscribe(channels)  # type: ignore[attr-defined]
+
+
+async def test_replay_then_end_after_the_resting_status(deps: Deps) -> None:
+    request_id = await submit(deps, await a_viewer(deps), image_count=1, auto_model=True)
+    await deliver(deps)
+    stream = follow(deps.db, deps.bus, spec_for(request_id), after=0, recheck_seconds=0.1)
+    events = [e async for e in stream]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].status == Status.COMPLETED
+
+
+async def test_after_seq_skips_what_the_client_already_has(deps: Deps) -> None:
+    request_id = await submit(deps, await a_viewer(deps), image_count=1, auto_model=True)
+    await deliver(deps)
+    stream = follow(deps.db, deps.bus, spec_for(request_id), after=4, recheck_seconds=0.1)
+    seqs = [e.seq async for e in stream]
+    assert seqs[0] == 5
+    assert seqs == list(range(5, 5 + len(seqs)))
+
+
+async def test_live_duplicates_and_stale_messages_are_delivered_once_in_order(
+    deps: Deps,
+) -> None:
+    request_id = await submit(deps, await a_viewer(deps), image_count=2, auto_model=True)
+    bus = deps.bus
+    stream = follow(deps.db, bus, spec_for(request_id), after=0, recheck_seconds=30)
+    assert await take(stream, 1) == [1]  # replayed; the table holds nothing more yet
+    deps.bus = SilentBus(bus)  # type: ignore[assignment]
+    await deliver(deps)  # the run's own publishes are lost: the test publishes instead
+    deps.bus = bus
+    async with deps.db.read() as session:
+        history = await repository.events_after(session, request_id, 0)
+    channel = request_channel(request_id)
+    for event in history[1:]:
+        for copy in (event, event, history[0]):  # a duplicate and a stale one each time
+            await bus.publish(channel, event_payload(copy))
+    rest = await asyncio.wait_for(_drain(stream), 5)  # recheck is 30 s: these came live
+    assert rest == list(range(2, len(history) + 1))
+
+
+async def _drain(stream: AsyncIterator[RequestEvent]) -> list[int]:
+    return [e.seq async for e in stream]
+
+
+async def test_a_lost_publish_still_arrives_through_the_table(deps: Deps) -> None:
+    viewer = await a_viewer(deps)
+    request_id = await submit(deps, viewer, image_count=1, auto_model=True)
+    silent = SilentBus(deps.bus)
+    stream = follow(deps.db, silent, spec_for(request_id), after=0, recheck_seconds=0.1)
+
+    async def consume() -> list[int]:
+        return [e.seq async for e in stream]
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    await deliver(deps)  # every publish of the run is lost
+    seqs = await asyncio.wait_for(task, 10)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) > 5
+
+
+@pytest.mark.parametrize("recheck", [0.05])
+async def test_a_gap_in_live_messages_is_backfilled_from_the_table(
+    deps: Deps, recheck: float
+) -> None:
+    request_id = await submit(deps, await a_viewer(deps), image_count=1, auto_model=True)
+    await deliver(deps)
+    async with deps.db.read() as session:
+        history = await repository.events_after(session, request_id, 0)
+    stream = follow(deps.db, deps.bus, spec_for(request_id), after=0, recheck_seconds=30)
+    assert await take(stream, 1) == [1]
+    # Only the last event is published: everything between comes from the table.
+    await deps.bus.publish(request_channel(request_id), event_payload(history[-1]))
+    rest = [e.seq async for e in stream]
+    assert rest == list(range(2, len(history) + 1))
