@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     )
     storage_backend: Literal["local"] = "local"
     file_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    download_url_ttl_seconds: int = Field(default=300, ge=10, le=24 * 3600)
 
     # Queue and bus.
     broker: Literal["embedded"] = "embedded"

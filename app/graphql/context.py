@@ -31,7 +31,7 @@ class Context:
         self.connection_params: dict[str, Any] | None = None
         self._viewer: Viewer | None = _UNSET
         # A websocket context lives as long as its connection: no caching across events.
-        self.loaders = Loaders(deps, cache=not isinstance(request, WebSocket))
+        self.loaders = Loaders(deps, self.viewer, cache=not isinstance(request, WebSocket))
 
     async def viewer(self) -> Viewer | None:
         """The verified user, or None for an anonymous caller. A bad token is an error."""

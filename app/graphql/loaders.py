@@ -10,15 +10,26 @@ from strawberry.dataloader import DataLoader
 
 from app.models import repository as models
 from app.requests import repository as requests
-from app.tables import GeneratedImage, GenerationRequest, Model
+from app.tables import GeneratedImage, GenerationRequest, Model, User
+from app.users import repository as users
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from app.auth import Viewer
     from app.deps import Deps
+
+    ViewerOf = Callable[[], Awaitable[Viewer | None]]
 
 
 class Loaders:
-    def __init__(self, deps: Deps, *, cache: bool = True) -> None:
+    def __init__(self, deps: Deps, viewer: ViewerOf, *, cache: bool = True) -> None:
         self._deps = deps
+        self._viewer = viewer
+        self.user_by_id = DataLoader(self._user_by_id, cache=cache)
+        self.image_by_id = DataLoader(self._image_by_id, cache=cache)
+        # the viewer's likes and favorites of each model, as a set of types
+        self.my_interactions = DataLoader(self._my_interactions, cache=cache)
         self.images_by_request = DataLoader(self._images_by_request, cache=cache)
         self.model_by_request = DataLoader(self._model_by_request, cache=cache)
         self.request_by_id = DataLoader(self._request_by_id, cache=cache)
@@ -42,3 +53,26 @@ class Loaders:
             rows = await requests.get_many(session, ids)
         found = {row.id: row for row in rows}
         return [found.get(i) for i in ids]
+
+    async def _user_by_id(self, ids: Sequence[str]) -> list[User | None]:
+        async with self._deps.db.read() as session:
+            rows = await users.get_many(session, list(ids))
+        found = {row.id: row for row in rows}
+        return [found.get(i) for i in ids]
+
+    async def _image_by_id(self, ids: Sequence[str]) -> list[GeneratedImage | None]:
+        async with self._deps.db.read() as session:
+            rows = await requests.images_by_ids(session, ids)
+        found = {row.id: row for row in rows}
+        return [found.get(i) for i in ids]
+
+    async def _my_interactions(self, model_ids: Sequence[str]) -> list[frozenset[str]]:
+        viewer = await self._viewer()
+        if viewer is None:
+            return [frozenset()] * len(model_ids)
+        async with self._deps.db.read() as session:
+            rows = await models.interactions_of(session, viewer.id, model_ids)
+        kinds: dict[str, set[str]] = defaultdict(set)
+        for row in rows:
+            kinds[row.model_id].add(row.type)
+        return [frozenset(kinds[i]) for i in model_ids]

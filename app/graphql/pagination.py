@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -14,6 +17,7 @@ from app.errors import BadUserInput
 MAX_PAGE = 100
 
 NodeT = TypeVar("NodeT")
+RowT = TypeVar("RowT")
 
 
 @strawberry.type(description="Where a page sits in the whole list.")
@@ -30,24 +34,62 @@ class Edge(Generic[NodeT]):
     node: NodeT = strawberry.field(description="The item.")
 
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+def encode_cursor(value: datetime | int, row_id: str, as_of: datetime | None = None) -> str:
+    """An opaque cursor over (sort value, id), plus the snapshot time of a walk if any."""
+    parts: list[object] = [value.isoformat() if isinstance(value, datetime) else value, row_id]
+    if as_of is not None:
+        parts.append(as_of.isoformat())
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    value: datetime | int
+    row_id: str
+    as_of: datetime | None
+
+
+def decode_cursor(cursor: str | None, *, timed: bool = True) -> Cursor | None:
+    """Reads a cursor; `timed` says whether its sort value is a datetime or an integer."""
     if cursor is None:
         return None
     try:
-        created, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        moment = datetime.fromisoformat(created)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        value = _aware(parts[0]) if timed else int(parts[0])
+        row_id = str(parts[1])
+        as_of = _aware(parts[2]) if len(parts) > 2 else None
+    except (ValueError, TypeError, IndexError, KeyError, binascii.Error) as exc:
         raise BadUserInput("after is not a valid cursor", field="after") from exc
-    if not row_id or moment.utcoffset() is None:
-        raise BadUserInput("after is not a valid cursor", field="after")
-    return moment, row_id
+    return Cursor(value, row_id, as_of)
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.utcoffset() is None:
+        raise ValueError("cursor time without offset")
+    return moment
 
 
 def check_first(first: int) -> int:
     if not 1 <= first <= MAX_PAGE:
         raise BadUserInput(f"first must be between 1 and {MAX_PAGE}", field="first")
     return first
+
+
+def paginate(
+    rows: Sequence[RowT],
+    *,
+    limit: int,
+    after: str | None,
+    cursor_of: Callable[[RowT], str],
+    node_of: Callable[[RowT], NodeT],
+) -> tuple[list[Edge[NodeT]], PageInfo]:
+    """Edges and page info from `limit + 1` fetched rows (the extra one says "more")."""
+    edges = [Edge(cursor=cursor_of(row), node=node_of(row)) for row in rows[:limit]]
+    info = PageInfo(
+        has_next_page=len(rows) > limit,
+        has_previous_page=after is not None,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None,
+    )
+    return edges, info

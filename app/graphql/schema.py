@@ -8,19 +8,20 @@ from strawberry.extensions import ParserCache, ValidationCache
 from app.graphql.context import Info
 from app.graphql.errors import LumiSchema
 from app.graphql.permissions import IsAuthenticated
+from app.models.resolvers import ModelMutations, ModelQueries
 from app.requests.resolvers import RequestMutations, RequestQueries, RequestSubscriptions
 from app.users.types import UserType
 
 
 @strawberry.type
-class Query(RequestQueries):
+class Query(RequestQueries, ModelQueries):
     @strawberry.field(description="The viewer.", permission_classes=[IsAuthenticated])
     async def me(self, info: Info) -> UserType:
         return UserType.from_viewer(await info.context.require_viewer())
 
 
 @strawberry.type
-class Mutation(RequestMutations):
+class Mutation(RequestMutations, ModelMutations):
     pass
 
 

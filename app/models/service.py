@@ -1,16 +1,51 @@
-"""The 3D-model library: what a finished request leaves its owner."""
+"""The 3D-model library: who may see, change, publish, download and like a model.
+
+A private model exists only for its owner: everyone else gets NOT_FOUND, as if it did
+not exist. Anonymous visitors may browse public models but not act on them.
+"""
 
 from __future__ import annotations
 
-from app.tables import GenerationRequest, Model
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Viewer
+from app.errors import BadUserInput
+from app.models import repository
+from app.models.errors import ModelNotFound
+from app.requests.service import check_id
+from app.tables import GenerationRequest, Model, utcnow
 from app.unit import Unit
+
+MAX_NAME = 200
+MAX_DESCRIPTION = 2000
+PUBLIC, PRIVATE = "PUBLIC", "PRIVATE"
 
 
 def model_name(prompt: str) -> str:
     """A readable default name: the prompt's first words."""
-    words = prompt.split()
-    name = " ".join(words[:8])
+    name = " ".join(prompt.split()[:8])
     return (name[:77] + "...") if len(name) > 80 else name or "Untitled model"
+
+
+def can_see(model: Model, viewer: Viewer | None) -> bool:
+    return model.visibility == PUBLIC or (viewer is not None and viewer.id == model.owner_id)
+
+
+async def visible(
+    session: AsyncSession, viewer: Viewer | None, model_id: str, *, for_update: bool = False
+) -> Model:
+    check_id(model_id, "id")
+    model = await repository.get(session, model_id, for_update=for_update)
+    if model is None or not can_see(model, viewer):
+        raise ModelNotFound()
+    return model
+
+
+async def owned(session: AsyncSession, viewer: Viewer, model_id: str) -> Model:
+    model = await visible(session, viewer, model_id, for_update=True)
+    if model.owner_id != viewer.id:
+        raise ModelNotFound()  # public, but not theirs to change: as good as absent
+    return model
 
 
 async def add_to_library(
@@ -38,4 +73,76 @@ async def add_to_library(
     )
     unit.session.add(model)
     await unit.session.flush()
+    return model
+
+
+def _clean_name(name: str) -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise BadUserInput("name must not be empty", field="name")
+    if len(cleaned) > MAX_NAME:
+        raise BadUserInput(f"name must be at most {MAX_NAME} characters", field="name")
+    return cleaned
+
+
+def _clean_description(description: str) -> str | None:
+    if len(description) > MAX_DESCRIPTION:
+        raise BadUserInput(
+            f"description must be at most {MAX_DESCRIPTION} characters", field="description"
+        )
+    return description.strip() or None
+
+
+async def update_model(
+    unit: Unit, viewer: Viewer, model_id: str, *, name: str | None, description: str | None
+) -> Model:
+    if name is None and description is None:
+        raise BadUserInput("give a name, a description or both", field="input")
+    new_name = _clean_name(name) if name is not None else None
+    new_description = _clean_description(description) if description is not None else None
+    model = await owned(unit.session, viewer, model_id)
+    if new_name is not None:
+        model.name = new_name
+    if description is not None:
+        model.description = new_description
+    model.updated_at = utcnow()
+    return model
+
+
+async def set_visibility(unit: Unit, viewer: Viewer, model_id: str, visibility: str) -> Model:
+    """Publishing (or unpublishing) twice is the same as once."""
+    model = await owned(unit.session, viewer, model_id)
+    if model.visibility != visibility:
+        model.visibility = visibility
+        model.published_at = utcnow() if visibility == PUBLIC else None
+        model.updated_at = utcnow()
+    return model
+
+
+async def delete_model(unit: Unit, viewer: Viewer, model_id: str) -> list[str]:
+    """Removes the model and its likes and favorites; returns the storage keys to delete
+    once the transaction has committed."""
+    model = await owned(unit.session, viewer, model_id)
+    keys = [key for key in (model.file_key, model.preview_key) if key]
+    await repository.delete_model(unit.session, model.id)
+    return keys
+
+
+async def count_download(unit: Unit, viewer: Viewer, model_id: str) -> Model:
+    model = await visible(unit.session, viewer, model_id)
+    await repository.count_download(unit.session, model.id)
+    await unit.session.refresh(model)
+    return model
+
+
+async def set_interaction(
+    unit: Unit, viewer: Viewer, model_id: str, kind: str, *, on: bool
+) -> Model:
+    """Like, unlike, favorite or unfavorite: idempotent, and counted exactly once."""
+    model = await visible(unit.session, viewer, model_id)
+    if on:
+        await repository.add_interaction(unit.session, viewer.id, model.id, kind)
+    else:
+        await repository.remove_interaction(unit.session, viewer.id, model.id, kind)
+    await unit.session.refresh(model)
     return model

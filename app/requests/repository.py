@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, update
@@ -38,7 +37,7 @@ async def list_page(
     user_id: str,
     *,
     limit: int,
-    after: tuple[datetime, str] | None,
+    after: tuple[Any, str] | None,
     status: str | None,
 ) -> list[GenerationRequest]:
     """Newest first; `after` is the (created_at, id) of the last row already seen."""
@@ -217,4 +216,9 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[Generation
     result = await session.execute(
         select(GenerationRequest).where(col(GenerationRequest.id).in_(ids))
     )
+    return list(result.scalars())
+
+
+async def images_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[GeneratedImage]:
+    result = await session.execute(select(GeneratedImage).where(col(GeneratedImage.id).in_(ids)))
     return list(result.scalars())

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus import request_channel, user_channel
 from app.graphql.context import Info
-from app.graphql.pagination import Edge, PageInfo, check_first, decode_cursor, encode_cursor
+from app.graphql.pagination import check_first, decode_cursor, encode_cursor, paginate
 from app.graphql.permissions import IsAuthenticated
 from app.requests import repository, service
 from app.requests.errors import RequestNotFound
@@ -73,19 +73,17 @@ class RequestQueries:
         viewer = await info.context.require_viewer()
         limit = check_first(first)
         cursor = decode_cursor(after)
+        position = (cursor.value, cursor.row_id) if cursor else None
         async with info.context.deps.db.read() as session:
             rows = await repository.list_page(
-                session, viewer.id, limit=limit + 1, after=cursor, status=status
+                session, viewer.id, limit=limit + 1, after=position, status=status
             )
-        edges = [
-            Edge(cursor=encode_cursor(r.created_at, r.id), node=GenerationRequestType(row=r))
-            for r in rows[:limit]
-        ]
-        page = PageInfo(
-            has_next_page=len(rows) > limit,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+        edges, page = paginate(
+            rows,
+            limit=limit,
+            after=after,
+            cursor_of=lambda r: encode_cursor(r.created_at, r.id),
+            node_of=lambda r: GenerationRequestType(row=r),
         )
         return GenerationRequestConnection(edges=edges, page_info=page)
 

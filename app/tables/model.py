@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from app.tables.base import ID_LENGTH, created_field, id_field, time_field
@@ -12,9 +12,17 @@ class Model(SQLModel, table=True):
     """A 3D model in its owner's library; `request_id` is unique: one model per request."""
 
     __tablename__ = "models"
+    # One index per list and sort the API offers; `id` breaks ties for stable cursors.
+    __table_args__ = (
+        Index("ix_models_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_models_public_latest", "visibility", "published_at", "id"),
+        Index("ix_models_public_popular", "visibility", "popularity", "id"),
+        Index("ix_models_public_liked", "visibility", "like_count", "id"),
+        Index("ix_models_public_downloaded", "visibility", "download_count", "id"),
+    )
 
     id: str = id_field()
-    owner_id: str = Field(foreign_key="users.id", max_length=ID_LENGTH, index=True)
+    owner_id: str = Field(foreign_key="users.id", max_length=ID_LENGTH)
     request_id: str | None = Field(
         default=None, foreign_key="generation_requests.id", max_length=ID_LENGTH, unique=True
     )
@@ -34,5 +42,8 @@ class Model(SQLModel, table=True):
     favorite_count: int = 0
     download_count: int = 0
     view_count: int = 0
+    # Weighted interest (2 per like, 3 per favorite, 1 per download), kept in step with
+    # the counters in the same UPDATE so POPULAR can be served from an index.
+    popularity: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = created_field()
     updated_at: datetime = created_field()

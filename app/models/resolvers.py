@@ -1,0 +1,256 @@
+"""Queries and mutations of the model library."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import strawberry
+
+from app.errors import BadUserInput
+from app.graphql.context import Info
+from app.graphql.pagination import (
+    MAX_PAGE,
+    check_first,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+)
+from app.graphql.permissions import IsAnyone, IsAuthenticated
+from app.models import repository, service
+from app.models.types import (
+    InteractionStatus,
+    ModelConnection,
+    ModelDownload,
+    ModelSort,
+    ModelType,
+    UpdateModelInput,
+)
+from app.requests.service import check_id
+from app.tables import Model, utcnow
+
+
+def _node(row: Model) -> ModelType:
+    return ModelType(row=row)
+
+
+def _sort_value(row: Model, sort: ModelSort) -> object:
+    column = repository.SORT_COLUMNS[sort.value]
+    return getattr(row, column.key)
+
+
+@strawberry.type
+class ModelQueries:
+    @strawberry.field(
+        description="The viewer's own models, newest first.", permission_classes=[IsAuthenticated]
+    )
+    async def my_models(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> ModelConnection:
+        viewer = await info.context.require_viewer()
+        limit, cursor = check_first(first), decode_cursor(after)
+        position = (cursor.value, cursor.row_id) if cursor else None
+        async with info.context.deps.db.read() as session:
+            rows = await repository.list_owned(session, viewer.id, limit=limit + 1, after=position)
+        edges, page = paginate(
+            rows,
+            limit=limit,
+            after=after,
+            cursor_of=lambda r: encode_cursor(r.created_at, r.id),
+            node_of=_node,
+        )
+        return ModelConnection(edges=edges, page_info=page)
+
+    @strawberry.field(
+        description=(
+            "The public gallery. A walk through its pages sees the gallery as it was at the "
+            "first page: models published meanwhile appear on a new walk."
+        ),
+        permission_classes=[IsAnyone],
+    )
+    async def public_models(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        sort: ModelSort = ModelSort.LATEST,
+    ) -> ModelConnection:
+        limit = check_first(first)
+        timed = sort is ModelSort.LATEST
+        cursor = decode_cursor(after, timed=timed)
+        as_of = (cursor.as_of if cursor else None) or utcnow()
+        position = (cursor.value, cursor.row_id) if cursor else None
+        async with info.context.deps.db.read() as session:
+            rows = await repository.list_public(
+                session, sort.value, limit=limit + 1, after=position, as_of=as_of
+            )
+        edges, page = paginate(
+            rows,
+            limit=limit,
+            after=after,
+            cursor_of=lambda r: encode_cursor(_sort_value(r, sort), r.id, as_of),  # type: ignore[arg-type]
+            node_of=_node,
+        )
+        return ModelConnection(edges=edges, page_info=page)
+
+    @strawberry.field(
+        description="A model the viewer may see: their own, or a public one.",
+        permission_classes=[IsAnyone],
+    )
+    async def model(self, info: Info, id: strawberry.ID) -> ModelType:
+        viewer = await info.context.viewer()
+        async with info.context.deps.db.read() as session:
+            return ModelType(row=await service.visible(session, viewer, id))
+
+    @strawberry.field(
+        description="Models the viewer likes, latest like first.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def liked_models(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> ModelConnection:
+        return await _interacted(info, "LIKE", first, after)
+
+    @strawberry.field(
+        description="Models the viewer favorited, latest first.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def favorited_models(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> ModelConnection:
+        return await _interacted(info, "FAVORITE", first, after)
+
+    @strawberry.field(
+        description="The viewer's likes and favorites of many models in one round trip.",
+        permission_classes=[IsAnyone],
+    )
+    async def interaction_status(
+        self, info: Info, model_ids: list[strawberry.ID]
+    ) -> list[InteractionStatus]:
+        if len(model_ids) > MAX_PAGE:
+            raise BadUserInput(f"at most {MAX_PAGE} model ids", field="modelIds")
+        ids = [check_id(i, "modelIds") for i in model_ids]
+        kinds = await info.context.loaders.my_interactions.load_many(ids)
+        return [
+            InteractionStatus(
+                model_id=strawberry.ID(i), liked="LIKE" in k, favorited="FAVORITE" in k
+            )
+            for i, k in zip(ids, kinds, strict=True)
+        ]
+
+
+async def _interacted(info: Info, kind: str, first: int, after: str | None) -> ModelConnection:
+    viewer = await info.context.require_viewer()
+    limit, cursor = check_first(first), decode_cursor(after)
+    position = (cursor.value, cursor.row_id) if cursor else None
+    async with info.context.deps.db.read() as session:
+        rows = await repository.list_interacted(
+            session, viewer.id, kind, limit=limit + 1, after=position
+        )
+    edges, page = paginate(
+        rows,
+        limit=limit,
+        after=after,
+        cursor_of=lambda r: encode_cursor(r[1], r[0].id),
+        node_of=lambda r: ModelType(row=r[0]),
+    )
+    return ModelConnection(edges=edges, page_info=page)
+
+
+async def _interact(info: Info, model_id: str, kind: str, *, on: bool) -> ModelType:
+    viewer = await info.context.require_viewer()
+    async with info.context.deps.unit() as unit:
+        row = await service.set_interaction(unit, viewer, model_id, kind, on=on)
+    return ModelType(row=row)
+
+
+async def _visibility(info: Info, model_id: str, visibility: str) -> ModelType:
+    viewer = await info.context.require_viewer()
+    async with info.context.deps.unit() as unit:
+        row = await service.set_visibility(unit, viewer, model_id, visibility)
+    return ModelType(row=row)
+
+
+@strawberry.type
+class ModelMutations:
+    @strawberry.mutation(
+        description="Rename or describe one of the viewer's models.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def update_model(
+        self, info: Info, id: strawberry.ID, input: UpdateModelInput
+    ) -> ModelType:
+        viewer = await info.context.require_viewer()
+        async with info.context.deps.unit() as unit:
+            row = await service.update_model(
+                unit, viewer, id, name=input.name, description=input.description
+            )
+        return ModelType(row=row)
+
+    @strawberry.mutation(
+        description="Show the model in the public gallery.", permission_classes=[IsAuthenticated]
+    )
+    async def publish_model(self, info: Info, id: strawberry.ID) -> ModelType:
+        return await _visibility(info, id, service.PUBLIC)
+
+    @strawberry.mutation(
+        description="Take the model out of the public gallery.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def unpublish_model(self, info: Info, id: strawberry.ID) -> ModelType:
+        return await _visibility(info, id, service.PRIVATE)
+
+    @strawberry.mutation(
+        description="Delete the model, its files, likes and favorites; returns its id.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def delete_model(self, info: Info, id: strawberry.ID) -> strawberry.ID:
+        viewer = await info.context.require_viewer()
+        deps = info.context.deps
+        async with deps.unit() as unit:
+            keys = await service.delete_model(unit, viewer, id)
+        for key in keys:  # after commit: a rolled-back delete must keep its files
+            await deps.storage.delete(key)
+        return id
+
+    @strawberry.mutation(
+        description="A short-lived download URL; counts the download.",
+        permission_classes=[IsAuthenticated],
+    )
+    async def download_model(self, info: Info, id: strawberry.ID) -> ModelDownload:
+        viewer = await info.context.require_viewer()
+        async with info.context.deps.unit() as unit:
+            row = await service.count_download(unit, viewer, id)
+        ttl = info.context.deps.settings.download_url_ttl_seconds
+        url = info.context.deps.storage.url(
+            row.file_key, expires_in=ttl, filename=f"{_filename(row)}.{row.format}"
+        )
+        return ModelDownload(
+            url=info.context.absolute_url(url),
+            expires_at=utcnow() + timedelta(seconds=ttl),
+            model=ModelType(row=row),
+        )
+
+    @strawberry.mutation(description="Like a model (once).", permission_classes=[IsAuthenticated])
+    async def like_model(self, info: Info, id: strawberry.ID) -> ModelType:
+        return await _interact(info, id, "LIKE", on=True)
+
+    @strawberry.mutation(description="Remove a like.", permission_classes=[IsAuthenticated])
+    async def unlike_model(self, info: Info, id: strawberry.ID) -> ModelType:
+        return await _interact(info, id, "LIKE", on=False)
+
+    @strawberry.mutation(
+        description="Add a model to favorites (once).", permission_classes=[IsAuthenticated]
+    )
+    async def favorite_model(self, info: Info, id: strawberry.ID) -> ModelType:
+        return await _interact(info, id, "FAVORITE", on=True)
+
+    @strawberry.mutation(
+        description="Remove a model from favorites.", permission_classes=[IsAuthenticated]
+    )
+    async def unfavorite_model(self, info: Info, id: strawberry.ID) -> ModelType:
+        return await _interact(info, id, "FAVORITE", on=False)
+
+
+def _filename(row: Model) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in row.name)[:60].strip("-")
+    return safe or row.id

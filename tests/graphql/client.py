@@ -1,0 +1,48 @@
+"""Executing GraphQL in-process with a real Context, as the HTTP endpoint would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from app.deps import Deps
+from app.graphql.context import Context
+from app.graphql.schema import schema
+from tests.conftest import token_for
+
+
+def http_request(user: str | None) -> Request:
+    headers = [(b"authorization", f"Bearer {token_for(user)}".encode())] if user else []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "headers": headers,
+        "query_string": b"",
+        "server": ("testserver", 80),
+        "scheme": "http",
+        "root_path": "",
+    }
+    return Request(scope)
+
+
+async def execute(
+    deps: Deps, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None
+) -> dict[str, Any]:
+    context = Context(deps, http_request(user), None)
+    result = await schema.execute(query, variable_values=variables, context_value=context)
+    return {"data": result.data, "errors": [e.formatted for e in result.errors or []]}
+
+
+async def data(
+    deps: Deps, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None
+) -> Any:
+    result = await execute(deps, query, variables, user=user)
+    assert not result["errors"], result["errors"]
+    return result["data"]
+
+
+def code(result: dict[str, Any]) -> str:
+    assert result["errors"], result
+    return str(result["errors"][0]["extensions"]["code"])
