@@ -42,6 +42,19 @@ async def _locked(unit: Unit, job_id: str) -> Locked | None:
     return None if request is None else (job, request)
 
 
+async def _complete(unit: Unit, job_id: str, expected: Status) -> GenerationRequest | None:
+    """Marks a running job COMPLETED while its request is still at `expected`.
+
+    None when the work is no longer wanted (cancelled) or another delivery finished it.
+    """
+    locked = await _locked(unit, job_id)
+    if locked is None or locked[1].status != expected:
+        return None
+    if not await repository.finish_job(unit.session, job_id, "COMPLETED"):
+        return None
+    return locked[1]
+
+
 async def _content(deps: Deps, data: bytes | None, url: str | None) -> bytes:
     """Output bytes, copied from the vendor's short-lived URL when it gave one."""
     if data is not None:
@@ -104,12 +117,9 @@ async def optimize_prompt(deps: Deps, job_id: str) -> None:
         await _fail(deps, job_id, Status.IMAGE_FAILED, exc.code, str(exc))
         return
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.IMAGE_GENERATING:
-            return
-        if not await repository.finish_job(unit.session, job_id, "COMPLETED"):
-            return
-        await service.begin_images(unit, locked[1], prompts[:count])
+        still_due = await _complete(unit, job_id, Status.IMAGE_GENERATING)
+        if still_due is not None:
+            await service.begin_images(unit, still_due, prompts[:count])
 
 
 # -- generate one image -----------------------------------------------------------------
@@ -311,12 +321,9 @@ async def _finish_model(deps: Deps, job_id: str, status: ModelJobStatus) -> None
         await _fail(deps, job_id, Status.MODEL_FAILED, exc.code, str(exc))
         return
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.MODEL_GENERATING:
+        request = await _complete(unit, job_id, Status.MODEL_GENERATING)
+        if request is None:
             return
-        if not await repository.finish_job(unit.session, job_id, "COMPLETED"):
-            return
-        request = locked[1]
         model = await models.add_to_library(
             unit,
             request,

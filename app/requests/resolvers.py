@@ -44,6 +44,13 @@ def to_event(row: EventRow) -> RequestEvent:
     )
 
 
+async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
+    deps = info.context.deps
+    recheck = deps.settings.subscription_recheck_seconds
+    async for row in follow(deps.db, deps.bus, spec, after=max(after, 0), recheck_seconds=recheck):
+        yield to_event(row)
+
+
 @strawberry.type
 class RequestQueries:
     @strawberry.field(
@@ -155,15 +162,8 @@ class RequestSubscriptions:
             return await repository.events_after(session, id, after)
 
         spec = Follow(request_channel(id), fetch, "seq", lambda e: Status(e.status) in RESTING)
-        stream = follow(
-            deps.db,
-            deps.bus,
-            spec,
-            after=max(after_seq, 0),
-            recheck_seconds=deps.settings.subscription_recheck_seconds,
-        )
-        async for event in stream:
-            yield to_event(event)
+        async for event in _follow(info, spec, after_seq):
+            yield event
 
     @strawberry.subscription(
         description=(
@@ -186,12 +186,5 @@ class RequestSubscriptions:
             return await repository.user_events_after(session, viewer.id, after)
 
         spec = Follow(user_channel(viewer.id), fetch, "user_seq", lambda _: False)
-        stream = follow(
-            deps.db,
-            deps.bus,
-            spec,
-            after=max(after_seq, 0),
-            recheck_seconds=deps.settings.subscription_recheck_seconds,
-        )
-        async for event in stream:
-            yield to_event(event)
+        async for event in _follow(info, spec, after_seq):
+            yield event
