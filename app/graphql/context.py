@@ -13,7 +13,8 @@ from app.auth import Viewer, bearer_token
 from app.deps import Deps
 from app.errors import Unauthenticated
 from app.graphql.loaders import Loaders
-from app.users.service import viewer_for
+from app.users import repository as users
+from app.users.service import to_viewer, viewer_for
 
 _UNSET: Any = object()
 
@@ -54,6 +55,10 @@ class Context:
         if token is None:
             return None
         claims = self.deps.tokens.verify(token)
+        async with self.deps.db.read() as session:  # the common case: a known user
+            user = await users.get_by_external_id(session, claims.subject)
+        if user is not None:
+            return to_viewer(user)
         async with self.deps.db.write() as session:
             return await viewer_for(session, claims)
 
