@@ -29,8 +29,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
+    # READ COMMITTED: a stage that waited for a row lock must then see what the holder
+    # committed (under REPEATABLE READ it would count from its older snapshot).
     return create_async_engine(
-        url, echo=echo, pool_pre_ping=True, pool_recycle=1800, pool_size=10, max_overflow=20
+        url,
+        echo=echo,
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_size=10,
+        max_overflow=20,
     )
 
 

@@ -31,3 +31,14 @@ def test_upgrading_twice_changes_nothing(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'lumi.db'}"
     upgrade(url)
     upgrade(url)
+
+
+def test_the_migrations_match_the_tables_on_mariadb(mariadb_url: str) -> None:
+    engine = create_engine(mariadb_url.replace("+aiomysql", "+pymysql"))
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+    assert differences == []

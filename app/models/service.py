@@ -129,7 +129,7 @@ async def delete_model(unit: Unit, viewer: Viewer, model_id: str) -> list[str]:
 
 
 async def count_download(unit: Unit, viewer: Viewer, model_id: str) -> Model:
-    model = await visible(unit.session, viewer, model_id)
+    model = await visible(unit.session, viewer, model_id, for_update=True)
     await repository.count_download(unit.session, model.id)
     await unit.session.refresh(model)
     return model
@@ -138,8 +138,13 @@ async def count_download(unit: Unit, viewer: Viewer, model_id: str) -> Model:
 async def set_interaction(
     unit: Unit, viewer: Viewer, model_id: str, kind: str, *, on: bool
 ) -> Model:
-    """Like, unlike, favorite or unfavorite: idempotent, and counted exactly once."""
-    model = await visible(unit.session, viewer, model_id)
+    """Like, unlike, favorite or unfavorite: idempotent, and counted exactly once.
+
+    The model row is locked first: on MySQL the interaction's foreign-key check takes a
+    shared lock on it, and two likes upgrading shared locks to the counter's exclusive
+    one would deadlock.
+    """
+    model = await visible(unit.session, viewer, model_id, for_update=True)
     if on:
         await repository.add_interaction(unit.session, viewer.id, model.id, kind)
     else:
