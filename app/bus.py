@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -105,3 +106,133 @@ class InProcessBus:
     async def close(self) -> None:
         with self._lock:
             self._subs.clear()
+
+
+class RedisBus:
+    """Redis pub/sub with ONE shared subscriber connection per process.
+
+    Local subscriptions register here; a single reader task receives every message for
+    the channels they follow and fans it out. (redis-py caps an asyncio pool at 100
+    connections: a connection per subscription would fail at the 101st.) When Redis is
+    away, publishing logs and returns and subscribers hear nothing, so they fall back
+    to re-checking the event table; the reader reconnects and resubscribes.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "lumi", queue_size: int = 1000) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._prefix = f"{prefix}:events:"
+        self._queue_size = queue_size
+        self._subs: dict[str, set[_LocalSubscription]] = {}
+        self._changed = asyncio.Event()
+        self._wanted_version = 0  # bumped by every (un)subscribe
+        self._synced = asyncio.Condition()
+        self._synced_version = 0  # what the reader has told Redis so far
+        self._reader: asyncio.Task[None] | None = None
+        self.connected = False
+
+    async def publish(self, channel: str, payload: Payload) -> None:
+        try:
+            await self._redis.publish(self._prefix + channel, json.dumps(payload))
+        except Exception as exc:  # a bus outage never fails a stage
+            log.warning("event publish failed: %s", type(exc).__name__)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channels: list[str]) -> AsyncIterator[Subscription]:
+        sub = _LocalSubscription(self._queue_size)
+        for channel in channels:
+            self._subs.setdefault(channel, set()).add(sub)
+        self._wanted_version += 1
+        self._changed.set()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
+        await self._wait_synced(self._wanted_version)
+        try:
+            yield sub
+        finally:
+            for channel in channels:
+                subs = self._subs.get(channel)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._subs[channel]
+            self._wanted_version += 1
+            self._changed.set()
+
+    async def _wait_synced(self, version: int, timeout: float = 2.0) -> None:
+        """Until Redis follows our channels, so no live message falls before the replay.
+        Bounded: during an outage the subscription proceeds on table re-checks."""
+        async with self._synced:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._synced.wait_for(lambda: self._synced_version >= version), timeout
+                )
+
+    def subscriber_count(self) -> int:
+        return len({sub for subs in self._subs.values() for sub in subs})
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._read_once()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected = False
+                log.warning("event bus connection lost (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _read_once(self) -> None:
+        async with self._redis.pubsub() as pubsub:
+            await pubsub.ping()
+            self.connected = True
+            self._changed.set()  # (re)subscribe everything after a reconnect
+            following: set[str] = set()
+            loop = asyncio.get_running_loop()
+            last_ping = loop.time()
+            while True:
+                following = await self._sync_channels(pubsub, following)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if message is not None and message.get("type") == "message":
+                    self._fan_out(message)
+                elif loop.time() - last_ping > 5:
+                    await pubsub.ping()  # notices a dead connection while all is quiet
+                    last_ping = loop.time()
+
+    async def _sync_channels(self, pubsub: Any, following: set[str]) -> set[str]:
+        if not self._changed.is_set():
+            return following
+        self._changed.clear()
+        version, wanted = self._wanted_version, set(self._subs)
+        if added := wanted - following:
+            await pubsub.subscribe(*(self._prefix + c for c in added))
+        if removed := following - wanted:
+            await pubsub.unsubscribe(*(self._prefix + c for c in removed))
+        async with self._synced:
+            self._synced_version = version
+            self._synced.notify_all()
+        return wanted
+
+    def _fan_out(self, message: dict[str, Any]) -> None:
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        payload = json.loads(message["data"])
+        for sub in list(self._subs.get(channel.removeprefix(self._prefix), ())):
+            sub.offer(payload)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._redis.aclose()

@@ -1,4 +1,4 @@
-"""`lumi`: serve the API, migrate the database, mint a development token."""
+"""`lumi`: serve the API, run workers, migrate the database, mint a development token."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.run import run_worker
+
+    return run_worker(settings, threads=args.threads)
+
+
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     verifier = TokenVerifier.from_settings(settings)
     ttl = args.ttl or settings.dev_token_ttl_seconds
@@ -60,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
+    worker = commands.add_parser("worker", help="run pipeline workers (Redis broker)")
+    worker.add_argument("--threads", type=int, help="worker threads (LUMI_WORKER_THREADS)")
+    worker.set_defaults(run=_worker)
     migrate = commands.add_parser("migrate", help="upgrade the database")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(run=_migrate)

@@ -43,8 +43,12 @@ class Settings(BaseSettings):
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=24 * 3600)
 
     # Queue and bus.
-    broker: Literal["embedded"] = "embedded"
-    bus: Literal["embedded"] = "embedded"
+    broker: Literal["embedded", "redis"] = "embedded"
+    bus: Literal["embedded", "redis"] = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = Field(
+        default="lumi", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="Prefix of every Redis key"
+    )
     worker_threads: int = Field(default=4, ge=1, le=64)
 
     # Auth: HS256 bearer tokens.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from app.auth import TokenVerifier
-from app.bus import EventBus
+from app.bus import EventBus, InProcessBus, RedisBus
 from app.config import Settings
 from app.db import Database, create_engine
 from app.queue import JobQueue
@@ -61,6 +61,13 @@ def build_providers(settings: Settings) -> Providers:
             work_dir=settings.provider_work_dir, latency=settings.local_model_latency_seconds
         ),
     )
+
+
+def build_bus(settings: Settings) -> EventBus:
+    """A bus for this event loop: Redis pub/sub, or in-process fan-out when embedded."""
+    if settings.bus == "redis":
+        return RedisBus(settings.redis_url, prefix=settings.redis_namespace)
+    return InProcessBus()
 
 
 def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue, storage: Storage) -> Deps:

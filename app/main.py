@@ -21,9 +21,8 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-from app.bus import InProcessBus
 from app.config import Settings
-from app.deps import Deps, build_deps, build_storage
+from app.deps import Deps, build_bus, build_deps, build_storage
 from app.errors import LumiError
 from app.graphql.context import Context
 from app.graphql.schema import schema
@@ -53,6 +52,7 @@ class EmbeddedWorker:
         from workers.requests import declare_actors
         from workers.runtime import WorkerRuntime
 
+        # The in-process bus is shared with the API: that is how events reach it.
         self.runtime = WorkerRuntime(
             deps.settings, bus=deps.bus, queue=deps.queue, storage=deps.storage
         )
@@ -80,17 +80,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         broker = build_broker(settings)
         deps = build_deps(
             settings,
-            bus=InProcessBus(),
+            bus=build_bus(settings),
             queue=DramatiqQueue(broker),
             storage=build_storage(settings),
         )
-        worker = EmbeddedWorker(broker, deps)
-        worker.start()
+        # With the Redis broker, `lumi worker` processes run the stages instead.
+        worker = EmbeddedWorker(broker, deps) if settings.broker == "embedded" else None
+        if worker is not None:
+            worker.start()
         app.state.deps = deps
         try:
             yield
         finally:
-            await asyncio.to_thread(worker.stop)
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
             broker.close()
             await deps.bus.close()
             await deps.aclose()

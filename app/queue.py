@@ -35,7 +35,15 @@ class JobQueue(Protocol):
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """The broker named by settings, with the middleware async actors need."""
-    broker = StubBroker()
+    broker: dramatiq.Broker
+    if settings.broker == "redis":
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=settings.redis_url, namespace=f"{settings.redis_namespace}:jobs"
+        )
+    else:
+        broker = StubBroker()
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
     broker.declare_queue(DEFAULT_QUEUE)

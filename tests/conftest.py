@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -41,6 +42,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 MARIADB = ("127.0.0.1", 3306)
+REDIS = ("127.0.0.1", 6379)
 
 
 def reachable(address: tuple[str, int]) -> bool:
@@ -74,11 +76,10 @@ def mariadb_admin(database: str | None = None) -> Any:
     )
 
 
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """A database of this test session's own on the shared MariaDB, migrated to head."""
+@contextlib.contextmanager
+def mariadb_database(name: str) -> Iterator[str]:
+    """A new, migrated database on the shared MariaDB, dropped afterwards."""
     require("MariaDB", MARIADB)
-    name = f"lumi_test_{os.getpid()}"
     with mariadb_admin() as admin, admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {name}")
         cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
@@ -86,9 +87,18 @@ def mariadb_url() -> Iterator[str]:
     from app.migrate import upgrade
 
     upgrade(url)
-    yield url
-    with mariadb_admin() as admin, admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+    try:
+        yield url
+    finally:
+        with mariadb_admin() as admin, admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A database of this test session's own, migrated once; tests empty it first."""
+    with mariadb_database(f"lumi_test_{os.getpid()}") as url:
+        yield url
 
 
 def empty_tables(url: str) -> None:
@@ -167,11 +177,9 @@ class Server:
         return self.graphql.replace("http://", "ws://", 1)
 
 
-def start_server(data_dir: Path, **env: str) -> Server:
-    """`lumi serve` in a subprocess on a free port, exactly as a user runs it."""
-    port = free_port()
+def lumi(data_dir: Path, log: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """Runs a `lumi` command in a subprocess, configured only by LUMI_* variables."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / "server.log"
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LUMI_")},
         **FAST,
@@ -179,22 +187,21 @@ def start_server(data_dir: Path, **env: str) -> Server:
         **env,
     }
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
             cwd=ROOT,
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def start_server(data_dir: Path, *, name: str = "server", **env: str) -> Server:
+    """`lumi serve` in a subprocess on a free port, exactly as a user runs it."""
+    port = free_port()
+    log = data_dir / f"{name}.log"
+    serve = ("serve", "--port", str(port), "--log-level", "warning")
+    process = lumi(data_dir, log, *serve, **env)
     server = Server(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -210,12 +217,16 @@ def start_server(data_dir: Path, **env: str) -> Server:
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()
+    stop_process(server.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        server.process.wait(timeout=15)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -10,15 +10,16 @@ import asyncio
 
 from app.bus import EventBus
 from app.config import Settings
-from app.deps import Deps, build_deps
+from app.deps import Deps, build_bus, build_deps
 from app.queue import JobQueue
 from providers.storage import Storage
 
 
 class WorkerRuntime:
     def __init__(
-        self, settings: Settings, *, bus: EventBus, queue: JobQueue, storage: Storage
+        self, settings: Settings, *, bus: EventBus | None, queue: JobQueue, storage: Storage
     ) -> None:
+        """`bus` None: build one on the worker's loop (a Redis bus, in a worker process)."""
         self.settings = settings
         self._bus, self._queue, self._storage = bus, queue, storage
         self._deps: Deps | None = None
@@ -28,12 +29,15 @@ class WorkerRuntime:
         if self._deps is None:
             async with self._lock:
                 if self._deps is None:
+                    bus = self._bus or build_bus(self.settings)
                     self._deps = build_deps(
-                        self.settings, bus=self._bus, queue=self._queue, storage=self._storage
+                        self.settings, bus=bus, queue=self._queue, storage=self._storage
                     )
         return self._deps
 
     async def aclose(self) -> None:
         if self._deps is not None:
+            if self._bus is None:
+                await self._deps.bus.close()
             await self._deps.aclose()
             self._deps = None

@@ -1,0 +1,48 @@
+"""`lumi worker`: a process of Dramatiq worker threads running the pipeline stages."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+
+from app.config import Settings
+from app.deps import build_storage
+from app.queue import DramatiqQueue, build_broker
+from workers.requests import declare_actors
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, *, threads: int | None = None) -> int:
+    if settings.broker == "embedded":
+        log.error("LUMI_BROKER is 'embedded': the API runs the stages itself; set it to 'redis'")
+        return 2
+    broker = build_broker(settings)
+    runtime = WorkerRuntime(
+        settings, bus=None, queue=DramatiqQueue(broker), storage=build_storage(settings)
+    )
+    declare_actors(broker, runtime)
+    worker = dramatiq.Worker(broker, worker_threads=threads or settings.worker_threads)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping after the current messages", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    log.info("worker started with %s threads", worker.worker_threads)
+    stop.wait()
+    loop_thread = get_event_loop_thread()
+    if loop_thread is not None:
+        loop_thread.run_coroutine(runtime.aclose())
+    worker.stop(timeout=10_000)
+    broker.close()
+    return 0
