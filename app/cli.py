@@ -85,7 +85,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return int(args.run(Settings(), args))
+    settings = Settings()
+    if args.command in {"serve", "worker", "migrate"} and (
+        problems := settings.production_problems()
+    ):
+        print("lumi: refusing to start in production mode:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    return int(args.run(settings, args))
 
 
 if __name__ == "__main__":

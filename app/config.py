@@ -72,6 +72,51 @@ class Settings(BaseSettings):
     # Subscriptions: how often a quiet subscription re-checks the event table.
     subscription_recheck_seconds: float = Field(default=2.0, gt=0, le=60)
 
+    production_allow: str = Field(
+        default="",
+        description=(
+            "Comma-separated embedded defaults production may keep anyway: "
+            "dev-secret, sqlite, embedded-broker, embedded-bus, local-storage."
+        ),
+    )
+
+    def production_problems(self) -> list[str]:
+        """What makes these settings unsafe for production, each with the setting to change.
+
+        Empty outside production, and for whatever `production_allow` names.
+        """
+        if self.env != "production":
+            return []
+        allowed = {item.strip() for item in self.production_allow.split(",")}
+        checks = {
+            "dev-secret": (
+                self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+                or len(self.jwt_secret.get_secret_value()) < 32,
+                "LUMI_JWT_SECRET is the development secret or shorter than 32 bytes",
+            ),
+            "sqlite": (
+                self.resolved_database_url.startswith("sqlite"),
+                "LUMI_DATABASE_URL is SQLite: set a mysql+aiomysql:// URL",
+            ),
+            "embedded-broker": (
+                self.broker == "embedded",
+                "LUMI_BROKER is embedded: set it to redis and run `lumi worker`",
+            ),
+            "embedded-bus": (
+                self.bus == "embedded",
+                "LUMI_BUS is embedded: set it to redis so every API instance gets events",
+            ),
+            "local-storage": (
+                self.storage_backend == "local",
+                "LUMI_STORAGE_BACKEND is local: use a shared bucket",
+            ),
+        }
+        return [
+            f"{message} (or allow it with LUMI_PRODUCTION_ALLOW={name})"
+            for name, (unsafe, message) in checks.items()
+            if unsafe and name not in allowed
+        ]
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

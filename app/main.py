@@ -71,6 +71,8 @@ class EmbeddedWorker:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    if problems := settings.production_problems():
+        raise RuntimeError("unsafe production settings: " + "; ".join(problems))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
