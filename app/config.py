@@ -38,7 +38,18 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(
         default=True, description="Upgrade the database to the newest revision at start."
     )
-    storage_backend: Literal["local"] = "local"
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = "lumi"
+    s3_region: str = "us-east-1"
+    s3_endpoint_url: str | None = Field(
+        default=None, description="For S3-compatible stores (MinIO, moto); None means AWS."
+    )
+    s3_prefix: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_create_bucket: bool = Field(
+        default=False, description="Create the bucket at start if missing (development)."
+    )
     file_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=24 * 3600)
 
@@ -108,7 +119,7 @@ class Settings(BaseSettings):
             ),
             "local-storage": (
                 self.storage_backend == "local",
-                "LUMI_STORAGE_BACKEND is local: use a shared bucket",
+                "LUMI_STORAGE_BACKEND is local: set it to s3 and name the bucket (LUMI_S3_*)",
             ),
         }
         return [

@@ -16,6 +16,7 @@ from app.queue import JobQueue
 from app.unit import Unit, unit_of_work
 from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
 from providers.local import LocalImageGenerator, LocalModelGenerator, LocalPromptOptimizer
+from providers.s3 import S3Storage
 from providers.storage import LocalStorage, Storage
 
 
@@ -43,10 +44,22 @@ class Deps:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.storage.close()
         await self.db.dispose()
 
 
 def build_storage(settings: Settings) -> Storage:
+    """Storage for one event loop (an S3 client belongs to the loop that opened it)."""
+    if settings.storage_backend == "s3":
+        secret_key = settings.s3_secret_access_key
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url,
+            prefix=settings.s3_prefix,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret_key.get_secret_value() if secret_key else None,
+        )
     secret = settings.jwt_secret.get_secret_value().encode()
     key = hashlib.sha256(b"lumi-storage-url\n" + secret).digest()
     return LocalStorage(settings.storage_dir, secret=key)
@@ -70,14 +83,14 @@ def build_bus(settings: Settings) -> EventBus:
     return InProcessBus()
 
 
-def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue, storage: Storage) -> Deps:
+def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
     """Builds the loop-bound parts (engine, HTTP client): call it on the loop that uses them."""
     return Deps(
         settings=settings,
         db=Database(create_engine(settings.resolved_database_url)),
         bus=bus,
         queue=queue,
-        storage=storage,
+        storage=build_storage(settings),
         providers=build_providers(settings),
         tokens=TokenVerifier.from_settings(settings),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True),

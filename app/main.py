@@ -22,13 +22,14 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
 from app.config import Settings
-from app.deps import Deps, build_bus, build_deps, build_storage
+from app.deps import Deps, build_bus, build_deps
 from app.errors import LumiError
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.migrate import upgrade_async
 from app.queue import DramatiqQueue, build_broker
 from app.routes import routes
+from providers.s3 import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ class EmbeddedWorker:
         from workers.runtime import WorkerRuntime
 
         # The in-process bus is shared with the API: that is how events reach it.
-        self.runtime = WorkerRuntime(
-            deps.settings, bus=deps.bus, queue=deps.queue, storage=deps.storage
-        )
+        self.runtime = WorkerRuntime(deps.settings, bus=deps.bus, queue=deps.queue)
         declare_actors(broker, self.runtime)
         self.worker = dramatiq.Worker(broker, worker_threads=deps.settings.worker_threads)
 
@@ -84,8 +83,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings,
             bus=build_bus(settings),
             queue=DramatiqQueue(broker),
-            storage=build_storage(settings),
         )
+        if isinstance(deps.storage, S3Storage) and settings.s3_create_bucket:
+            await deps.storage.ensure_bucket()
         # With the Redis broker, `lumi worker` processes run the stages instead.
         worker = EmbeddedWorker(broker, deps) if settings.broker == "embedded" else None
         if worker is not None:

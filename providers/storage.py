@@ -47,6 +47,12 @@ class Storage(Protocol):
         """
         ...
 
+    async def ping(self) -> None:
+        """Raises when the storage cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 class LocalStorage:
     """Files under `root`; URLs are `/files/<key>?expires=..&signature=..` (HMAC-SHA256)."""
@@ -95,6 +101,12 @@ class LocalStorage:
         if filename:
             query["filename"] = filename
         return f"{self._prefix}/{quote(check_key(key))}?{urlencode(query)}"
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        return None
 
     def verify(self, key: str, expires: str, signature: str) -> bool:
         """True while the URL is unexpired and its signature matches the key."""

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from app.auth import TokenVerifier
 from app.bus import InProcessBus
 from app.config import Settings
-from app.deps import Deps, build_deps, build_storage
+from app.deps import Deps, build_deps
 from app.migrate import upgrade_async
 from app.queue import StageMessage
 
@@ -145,9 +146,7 @@ class RecordingQueue:
 async def deps(settings: Settings) -> AsyncIterator[Deps]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await upgrade_async(settings.resolved_database_url)
-    built = build_deps(
-        settings, bus=InProcessBus(), queue=RecordingQueue(), storage=build_storage(settings)
-    )
+    built = build_deps(settings, bus=InProcessBus(), queue=RecordingQueue())
     yield built
     await built.aclose()
 
@@ -227,6 +226,34 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[dict[str, str]]:
+    """A real S3 endpoint over HTTP (moto_server), and the settings that reach it."""
+    port = free_port()
+    binary = Path(sys.executable).parent / "moto_server"
+    process = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not reachable(("127.0.0.1", port)):
+        if time.monotonic() > deadline or process.poll() is not None:
+            stop_process(process)
+            pytest.fail("moto_server did not start")
+        time.sleep(0.1)
+    yield {
+        "LUMI_STORAGE_BACKEND": "s3",
+        "LUMI_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "LUMI_S3_BUCKET": f"lumi-{uuid.uuid4().hex[:8]}",
+        "LUMI_S3_REGION": "us-east-1",
+        "LUMI_S3_ACCESS_KEY_ID": "test",
+        "LUMI_S3_SECRET_ACCESS_KEY": "test",
+        "LUMI_S3_CREATE_BUCKET": "true",
+    }
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
 from app.config import Settings
-from app.deps import build_storage
 from app.queue import DramatiqQueue, build_broker
 from workers.requests import declare_actors
 from workers.runtime import WorkerRuntime
@@ -24,9 +23,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
         log.error("LUMI_BROKER is 'embedded': the API runs the stages itself; set it to 'redis'")
         return 2
     broker = build_broker(settings)
-    runtime = WorkerRuntime(
-        settings, bus=None, queue=DramatiqQueue(broker), storage=build_storage(settings)
-    )
+    runtime = WorkerRuntime(settings, bus=None, queue=DramatiqQueue(broker))
     declare_actors(broker, runtime)
     worker = dramatiq.Worker(broker, worker_threads=threads or settings.worker_threads)
     stop = threading.Event()

@@ -12,16 +12,13 @@ from app.bus import EventBus
 from app.config import Settings
 from app.deps import Deps, build_bus, build_deps
 from app.queue import JobQueue
-from providers.storage import Storage
 
 
 class WorkerRuntime:
-    def __init__(
-        self, settings: Settings, *, bus: EventBus | None, queue: JobQueue, storage: Storage
-    ) -> None:
+    def __init__(self, settings: Settings, *, bus: EventBus | None, queue: JobQueue) -> None:
         """`bus` None: build one on the worker's loop (a Redis bus, in a worker process)."""
         self.settings = settings
-        self._bus, self._queue, self._storage = bus, queue, storage
+        self._bus, self._queue = bus, queue
         self._deps: Deps | None = None
         self._lock = asyncio.Lock()
 
@@ -30,9 +27,7 @@ class WorkerRuntime:
             async with self._lock:
                 if self._deps is None:
                     bus = self._bus or build_bus(self.settings)
-                    self._deps = build_deps(
-                        self.settings, bus=bus, queue=self._queue, storage=self._storage
-                    )
+                    self._deps = build_deps(self.settings, bus=bus, queue=self._queue)
         return self._deps
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
-"""Production backends: two API processes and a worker process on MariaDB and Redis."""
+"""Production backends: two API processes and a worker process on MariaDB, Redis and S3."""
 
 from __future__ import annotations
 
@@ -31,11 +31,14 @@ DETAILS = """query D($id: ID!) { request(id: $id) {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, moto_s3: dict[str, str]
+) -> Iterator[tuple[Server, Server]]:
     require("Redis", REDIS)
     data_dir = tmp_path_factory.mktemp("cluster")
     with mariadb_database(f"lumi_cluster_{os.getpid()}") as url:
         env = {
+            **moto_s3,
             "LUMI_DATABASE_URL": url,
             "LUMI_BROKER": "redis",
             "LUMI_BUS": "redis",
@@ -56,7 +59,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
 
 
 async def test_a_client_on_one_api_sees_every_event_of_a_request_made_on_another(
-    cluster: tuple[Server, Server],
+    cluster: tuple[Server, Server], moto_s3: dict[str, str]
 ) -> None:
     api1, api2 = cluster
     user = f"scale-{uuid.uuid4().hex[:6]}"
@@ -70,6 +73,9 @@ async def test_a_client_on_one_api_sees_every_event_of_a_request_made_on_another
     assert events[-1]["status"] == "COMPLETED"
 
     details = (await data_of(api2, DETAILS, {"id": created["id"]}, user=user))["request"]
+    # Files come straight from the bucket through presigned SigV4 URLs.
+    assert all("X-Amz-Signature=" in i["url"] for i in details["images"])
+    assert details["model"]["fileUrl"].startswith(moto_s3["LUMI_S3_ENDPOINT_URL"])
     async with httpx.AsyncClient(timeout=30) as client:
         for image in details["images"]:
             png = (await client.get(image["url"])).content
