@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if worker is not None:
             worker.start()
         app.state.deps = deps
+        app.state.broker = broker
         try:
             yield
         finally:

@@ -8,11 +8,18 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from app import health
 from providers.storage import InvalidKey, LocalStorage
 
 
-async def health(_: Request) -> Response:
+async def liveness(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+async def health_detailed(request: Request) -> Response:
+    """Each dependency's status and latency; HTTP 503 while any of them is down."""
+    healthy, report = await health.detailed(request.app.state.deps, request.app.state.broker)
+    return JSONResponse(report, status_code=200 if healthy else 503)
 
 
 async def files(request: Request) -> Response:
@@ -45,6 +52,7 @@ async def files(request: Request) -> Response:
 
 
 routes = [
-    Route("/health", health, methods=["GET"]),
+    Route("/health", liveness, methods=["GET"]),
+    Route("/health/detailed", health_detailed, methods=["GET"]),
     Route("/files/{key:path}", files, methods=["GET", "HEAD"]),
 ]
