@@ -15,7 +15,7 @@ from app.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml")) + [DEPLOY / "compose.yaml"]
+MANIFESTS = [*sorted((DEPLOY / "k8s").glob("*.yaml")), DEPLOY / "compose.yaml"]
 COMMANDS = set(parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
 SETTINGS = {f"LUMI_{name.upper()}" for name in Settings.model_fields}
 
