@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from app.auth import TokenVerifier
 from app.config import Settings
+from app.observability import configure_logging
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -26,7 +26,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"{token}\n",
             flush=True,
         )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=args.log_level or settings.log_level,
+        log_config=None,  # keep our JSON handler
+    )
     return 0
 
 
@@ -64,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the API (embedded workers by default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", help="overrides LUMI_LOG_LEVEL")
     serve.set_defaults(run=_serve)
     worker = commands.add_parser("worker", help="run pipeline workers (Redis broker)")
     worker.add_argument("--threads", type=int, help="worker threads (LUMI_WORKER_THREADS)")
@@ -84,8 +90,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
+    configure_logging(settings.log_level)
     if args.command in {"serve", "worker", "migrate"} and (
         problems := settings.production_problems()
     ):

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         default="lumi", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="Prefix of every Redis key"
     )
     worker_threads: int = Field(default=4, ge=1, le=64)
+    worker_metrics_port: int = Field(
+        default=9191, ge=0, le=65535, description="Where `lumi worker` serves /metrics; 0: off."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Auth: HS256 bearer tokens.
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

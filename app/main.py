@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -27,6 +28,7 @@ from app.errors import LumiError
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.migrate import upgrade_async
+from app.observability import RequestContext
 from app.queue import DramatiqQueue, build_broker
 from app.routes import routes
 from providers.s3 import S3Storage
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             worker.start()
         app.state.deps = deps
         app.state.broker = broker
+        app.state.queue = deps.queue
         try:
             yield
         finally:
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         allow_queries_via_get=False,
     )
     return Starlette(
+        middleware=[Middleware(RequestContext)],
         routes=[
             *routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),

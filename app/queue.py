@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from app.config import Settings
+from app.observability import request_id
 
 DEFAULT_QUEUE = "default"
 
@@ -56,13 +57,26 @@ class DramatiqQueue:
 
     def send(self, message: StageMessage) -> None:
         delay_ms = int(message.delay_seconds * 1000) or None
+        # The request id travels with the message, so the actor's log lines carry it.
+        rid = request_id.get()
         self.broker.enqueue(
             dramatiq.Message(
                 queue_name=message.queue,
                 actor_name=message.stage,
                 args=message.args,
                 kwargs={},
-                options={},
+                options={"request_id": rid} if rid else {},
             ),
             delay=delay_ms,
         )
+
+    def depths(self) -> dict[str, int]:
+        """Messages waiting per queue, delayed ones included."""
+        names = set(self.broker.get_declared_queues()) | set(
+            self.broker.get_declared_delay_queues()
+        )
+        client = getattr(self.broker, "client", None)
+        if client is not None:  # RedisBroker keeps each queue as a list of message ids
+            namespace = getattr(self.broker, "namespace", "dramatiq")
+            return {name: int(client.llen(f"{namespace}:{name}")) for name in names}
+        return {name: self.broker.queues[name].qsize() for name in names}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app import health
+from app.metrics import JOBS, QUEUE_DEPTH, REGISTRY
+from app.requests.repository import jobs_by_status
 from providers.storage import InvalidKey, LocalStorage
 
 
@@ -20,6 +24,19 @@ async def health_detailed(request: Request) -> Response:
     """Each dependency's status and latency; HTTP 503 while any of them is down."""
     healthy, report = await health.detailed(request.app.state.deps, request.app.state.broker)
     return JSONResponse(report, status_code=200 if healthy else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; job and queue gauges are read fresh at each scrape."""
+    deps, queue = request.app.state.deps, request.app.state.queue
+    async with deps.db.read() as session:
+        counts = await jobs_by_status(session)
+    JOBS.clear()
+    for (kind, status), count in counts.items():
+        JOBS.labels(kind, status).set(count)
+    for name, depth in (await asyncio.to_thread(queue.depths)).items():
+        QUEUE_DEPTH.labels(name).set(depth)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 async def files(request: Request) -> Response:
@@ -54,5 +71,6 @@ async def files(request: Request) -> Response:
 routes = [
     Route("/health", liveness, methods=["GET"]),
     Route("/health/detailed", health_detailed, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/files/{key:path}", files, methods=["GET", "HEAD"]),
 ]

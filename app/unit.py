@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus import EventBus, request_channel, user_channel
 from app.db import Database
+from app.metrics import EVENTS_PUBLISHED
 from app.queue import JobQueue, StageMessage
 from app.tables import RequestEvent
 
@@ -39,6 +40,7 @@ async def publish_events(bus: EventBus, events: list[RequestEvent]) -> None:
         payload = event_payload(event)
         await bus.publish(request_channel(event.request_id), payload)
         await bus.publish(user_channel(event.user_id), payload)
+        EVENTS_PUBLISHED.inc()
 
 
 @asynccontextmanager

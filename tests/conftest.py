@@ -195,11 +195,13 @@ def lumi(data_dir: Path, log: Path, *args: str, **env: str) -> subprocess.Popen[
         )
 
 
-def start_server(data_dir: Path, *, name: str = "server", **env: str) -> Server:
+def start_server(
+    data_dir: Path, *, name: str = "server", log_level: str = "warning", **env: str
+) -> Server:
     """`lumi serve` in a subprocess on a free port, exactly as a user runs it."""
     port = free_port()
     log = data_dir / f"{name}.log"
-    serve = ("serve", "--port", str(port), "--log-level", "warning")
+    serve = ("serve", "--port", str(port), "--log-level", log_level)
     process = lumi(data_dir, log, *serve, **env)
     server = Server(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + 30

@@ -8,15 +8,20 @@ messages and events go out only after that commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import dramatiq
+from dramatiq.asyncio import async_to_sync
+from dramatiq.middleware import CurrentMessage
 
 from app.deps import Deps
+from app.metrics import PROVIDER_ERRORS, PROVIDER_LATENCY
 from app.models import service as models
+from app.observability import request_id
 from app.queue import StageMessage
 from app.requests import repository, service
 from app.requests.service import Stage
@@ -40,6 +45,19 @@ async def _locked(unit: Unit, job_id: str) -> Locked | None:
         return None
     request = await repository.get(unit.session, job.request_id, for_update=True)
     return None if request is None else (job, request)
+
+
+@contextlib.asynccontextmanager
+async def _timed(provider: str, operation: str) -> AsyncIterator[None]:
+    """Provider latency and errors for /metrics."""
+    started = time.perf_counter()
+    try:
+        yield
+    except ProviderError as exc:
+        PROVIDER_ERRORS.labels(provider, operation, exc.code).inc()
+        raise
+    finally:
+        PROVIDER_LATENCY.labels(provider, operation).observe(time.perf_counter() - started)
 
 
 async def _complete(unit: Unit, job_id: str, expected: Status) -> GenerationRequest | None:
@@ -112,7 +130,11 @@ async def optimize_prompt(deps: Deps, job_id: str) -> None:
         )
         prompt, count, optimize = request.prompt, request.image_count, request.optimize_prompt
     try:
-        prompts = await deps.providers.llm.optimize(prompt, count) if optimize else [prompt] * count
+        if optimize:
+            async with _timed(deps.providers.llm.name, "optimize"):
+                prompts = await deps.providers.llm.optimize(prompt, count)
+        else:
+            prompts = [prompt] * count
     except ProviderError as exc:
         await _fail(deps, job_id, Status.IMAGE_FAILED, exc.code, str(exc))
         return
@@ -140,7 +162,8 @@ async def generate_image(deps: Deps, job_id: str) -> None:
         width, height = request.image_width, request.image_height
     provider = deps.providers.image
     try:
-        result = await provider.generate(prompt, seed=seed, width=width, height=height)
+        async with _timed(provider.name, "generate_image"):
+            result = await provider.generate(prompt, seed=seed, width=width, height=height)
         data = await _content(deps, result.data, result.url)
         key = (
             f"requests/{request.id}/images/{image_id}.{_EXTENSIONS.get(result.content_type, 'bin')}"
@@ -211,7 +234,8 @@ async def start_model(deps: Deps, job_id: str) -> None:
     provider = deps.providers.model
     try:
         data = await deps.storage.get(key)
-        vendor_job_id = await provider.submit(data, content_type or "image/png", prompt=prompt)
+        async with _timed(provider.name, "submit_model"):
+            vendor_job_id = await provider.submit(data, content_type or "image/png", prompt=prompt)
     except ProviderError as exc:
         await _fail(deps, job_id, Status.MODEL_FAILED, exc.code, str(exc))
         return
@@ -242,7 +266,8 @@ async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
             return
         vendor_job_id, started = str(job.vendor_job_id), job.started_at
     try:
-        status = await deps.providers.model.poll(vendor_job_id)
+        async with _timed(deps.providers.model.name, "poll_model"):
+            status = await deps.providers.model.poll(vendor_job_id)
     except ProviderError as exc:
         if not exc.transient:
             await _fail(deps, job_id, Status.MODEL_FAILED, exc.code, str(exc))
@@ -369,13 +394,25 @@ def _actor(
     name: str,
     stage: Callable[..., Awaitable[None]],
 ) -> dramatiq.Actor[..., Any]:
-    async def run(*args: Any) -> None:
-        deps = await runtime.deps()
+    async def run_async(rid: str | None, *args: Any) -> None:
+        token = request_id.set(rid)
         try:
-            await stage(deps, *args)
-        except Exception:
-            log.exception("stage %s failed for %s", name, args)
-            await _fail_unexpected(deps, name, args)
+            log.info("stage %s %s", name, args)
+            deps = await runtime.deps()
+            try:
+                await stage(deps, *args)
+            except Exception:
+                log.exception("stage %s failed for %s", name, args)
+                await _fail_unexpected(deps, name, args)
+        finally:
+            request_id.reset(token)
+
+    def run(*args: Any) -> None:
+        # Runs in the worker thread, where the current message is known; the stage
+        # itself runs on the worker's event loop, carrying the message's request id.
+        message = CurrentMessage.get_current_message()
+        rid = message.options.get("request_id") if message is not None else None
+        async_to_sync(run_async)(rid, *args)
 
     run.__name__ = name
     # Retries, backoff and dead letters are the job table's business (see DESIGN §4):

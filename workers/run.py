@@ -9,8 +9,10 @@ from types import FrameType
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
+from prometheus_client import start_http_server
 
 from app.config import Settings
+from app.metrics import REGISTRY
 from app.queue import DramatiqQueue, build_broker
 from workers.requests import declare_actors
 from workers.runtime import WorkerRuntime
@@ -34,6 +36,8 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.host, registry=REGISTRY)
     worker.start()
     log.info("worker started with %s threads", worker.worker_threads)
     stop.wait()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
 from app.graphql.context import Info
 from app.graphql.errors import LumiSchema
 from app.graphql.permissions import IsAuthenticated
+from app.metrics import GRAPHQL_DURATION
 from app.models.resolvers import ModelMutations, ModelQueries
 from app.requests.resolvers import RequestMutations, RequestQueries, RequestSubscriptions
 from app.users.types import UserType
@@ -30,13 +34,32 @@ class Subscription(RequestSubscriptions):
     pass
 
 
+class OperationTimer(SchemaExtension):
+    """Times each operation for `lumi_graphql_operation_duration_seconds`."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        context = self.execution_context
+        try:
+            kind = context.operation_type.value
+        except RuntimeError:  # the document did not parse
+            kind = "invalid"
+        name = (context.operation_name or "anonymous")[:64]
+        GRAPHQL_DURATION.labels(kind, name).observe(time.perf_counter() - started)
+
+
 def build_schema() -> strawberry.Schema:
     return LumiSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         # Factories: both caches live at module level, shared by every operation.
-        extensions=[lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256)],
+        extensions=[
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+            OperationTimer,
+        ],
     )
 
 

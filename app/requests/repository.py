@@ -222,3 +222,10 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[Generation
 async def images_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[GeneratedImage]:
     result = await session.execute(select(GeneratedImage).where(col(GeneratedImage.id).in_(ids)))
     return list(result.scalars())
+
+
+async def jobs_by_status(session: AsyncSession) -> dict[tuple[str, str], int]:
+    query = select(GenerationJob.kind, GenerationJob.status, func.count()).group_by(
+        col(GenerationJob.kind), col(GenerationJob.status)
+    )
+    return {(kind, status): count for kind, status, count in await session.execute(query)}

@@ -11,6 +11,7 @@ from app.bus import request_channel, user_channel
 from app.graphql.context import Info
 from app.graphql.pagination import check_first, decode_cursor, encode_cursor, paginate
 from app.graphql.permissions import IsAuthenticated
+from app.metrics import ACTIVE_SUBSCRIPTIONS, EVENTS_DELIVERED
 from app.requests import repository, service
 from app.requests.errors import RequestNotFound
 from app.requests.stages import RESTING, Status
@@ -47,8 +48,14 @@ def to_event(row: EventRow) -> RequestEvent:
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
     deps = info.context.deps
     recheck = deps.settings.subscription_recheck_seconds
-    async for row in follow(deps.db, deps.bus, spec, after=max(after, 0), recheck_seconds=recheck):
-        yield to_event(row)
+    ACTIVE_SUBSCRIPTIONS.inc()
+    try:
+        stream = follow(deps.db, deps.bus, spec, after=max(after, 0), recheck_seconds=recheck)
+        async for row in stream:
+            EVENTS_DELIVERED.inc()
+            yield to_event(row)
+    finally:
+        ACTIVE_SUBSCRIPTIONS.dec()
 
 
 @strawberry.type

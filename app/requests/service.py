@@ -13,6 +13,7 @@ from typing import Any
 
 from app.auth import Viewer
 from app.errors import BadUserInput
+from app.metrics import PHASE_DURATION
 from app.queue import StageMessage
 from app.requests import repository
 from app.requests.errors import (
@@ -128,10 +129,15 @@ async def transition(
     are handed out one at a time.
     """
     state = advance(state_of(request), target, step=step, progress=progress, estimated=estimated)
+    now = utcnow()
+    if state.phase != request.phase or target in RESTING:
+        started = request.phase_started_at or request.created_at
+        PHASE_DURATION.labels(request.phase).observe((now - started).total_seconds())
+        request.phase_started_at = now
     request.status, request.phase, request.step = state.status, state.phase, state.step
     request.progress, request.progress_estimated = state.progress, state.progress_estimated
     request.seq = state.seq
-    request.updated_at = utcnow()
+    request.updated_at = now
     if target in RESTING:
         request.completed_at = request.updated_at
     if error_code is not None:

@@ -39,5 +39,7 @@ class GenerationRequest(SQLModel, table=True):
     error_message: str | None = Field(default=None, max_length=1000)
     created_at: datetime = created_field()
     updated_at: datetime = created_field()
+    # When the current phase began: phase durations for /metrics.
+    phase_started_at: datetime | None = time_field()
     completed_at: datetime | None = time_field()
     deleted_at: datetime | None = time_field()

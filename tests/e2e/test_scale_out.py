@@ -15,6 +15,7 @@ from PIL import Image
 from tests.conftest import (
     REDIS,
     Server,
+    free_port,
     lumi,
     mariadb_database,
     require,
@@ -36,6 +37,7 @@ def cluster(
 ) -> Iterator[tuple[Server, Server]]:
     require("Redis", REDIS)
     data_dir = tmp_path_factory.mktemp("cluster")
+    worker_metrics_port = free_port()
     with mariadb_database(f"lumi_cluster_{os.getpid()}") as url:
         env = {
             **moto_s3,
@@ -44,6 +46,7 @@ def cluster(
             "LUMI_BUS": "redis",
             "LUMI_REDIS_NAMESPACE": f"lumi-test-{uuid.uuid4().hex[:8]}",
             "LUMI_AUTO_MIGRATE": "false",
+            "LUMI_WORKER_METRICS_PORT": str(worker_metrics_port),
             # Table re-checks every 30 s: live events can only cross processes via Redis.
             "LUMI_SUBSCRIPTION_RECHECK_SECONDS": "30",
         }
@@ -51,6 +54,7 @@ def cluster(
         first = start_server(data_dir, name="api1", **env)
         second = start_server(data_dir, name="api2", **env)
         try:
+            first.worker_metrics = f"http://127.0.0.1:{worker_metrics_port}/metrics"  # type: ignore[attr-defined]
             yield first, second
         finally:
             for server in (first, second):
@@ -83,6 +87,12 @@ async def test_a_client_on_one_api_sees_every_event_of_a_request_made_on_another
         glb = await client.get(details["model"]["fileUrl"])
     mesh = trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh")
     assert len(mesh.faces) > 0
+    # the worker process serves its own metrics: its provider calls are counted there
+    async with httpx.AsyncClient() as client:
+        worker_metrics = (await client.get(api1.worker_metrics)).text  # type: ignore[attr-defined]
+    assert 'lumi_provider_latency_seconds_count{operation="generate_image",provider="local"}' in (
+        worker_metrics
+    )
 
 
 async def test_live_events_cross_processes_without_waiting_for_table_rechecks(
