@@ -258,8 +258,17 @@ def moto_s3() -> Iterator[dict[str, str]]:
     stop_process(process)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("server"))
-    yield running
-    stop_server(running)
+@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The embedded default, once on SQLite and once on MariaDB."""
+    data_dir = tmp_path_factory.mktemp(f"server-{request.param}")
+    with contextlib.ExitStack() as stack:
+        env = {}
+        if request.param == "mariadb":
+            url = stack.enter_context(mariadb_database(f"lumi_e2e_{os.getpid()}"))
+            env["LUMI_DATABASE_URL"] = url
+        running = start_server(data_dir, **env)
+        yield running
+        stop_server(running)

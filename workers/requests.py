@@ -28,6 +28,7 @@ from app.requests.service import Stage
 from app.requests.stages import Status
 from app.tables import GenerationJob, GenerationRequest
 from app.unit import Unit
+from app.users import repository as users
 from providers.base import JobState, ModelFile, ModelJobStatus, ProviderError, ProviderUnavailable
 from workers.runtime import WorkerRuntime
 
@@ -39,12 +40,20 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 async def _locked(unit: Unit, job_id: str) -> Locked | None:
-    """The job and its request, the request row locked (always request before job)."""
+    """The job and its request, with the request's and then its owner's rows locked.
+
+    One lock order everywhere: request, then user, before any insert. An insert that
+    refers to the user (a model row) takes a shared lock on it under MySQL; two
+    transactions upgrading shared locks to the event counter's exclusive one deadlock.
+    """
     job = await repository.get_job(unit.session, job_id)
     if job is None:
         return None
     request = await repository.get(unit.session, job.request_id, for_update=True)
-    return None if request is None else (job, request)
+    if request is None:
+        return None
+    await users.get(unit.session, request.user_id, for_update=True)
+    return job, request
 
 
 @contextlib.asynccontextmanager

@@ -159,6 +159,8 @@ def _new_job(request_id: str, kind: str, image_id: str | None = None) -> Generat
 
 async def create_request(unit: Unit, viewer: Viewer, new: NewRequest) -> GenerationRequest:
     new = validate(new)
+    # Lock the owner before inserting rows that refer to it (see workers.requests._locked).
+    await users.get(unit.session, viewer.id, for_update=True)
     state = initial_state(auto_model=new.auto_model)
     request = GenerationRequest(
         user_id=viewer.id,
