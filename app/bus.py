@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -121,7 +122,10 @@ class RedisBus:
     def __init__(self, url: str, *, prefix: str = "lumi", queue_size: int = 1000) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.client_name = f"{prefix}-bus-{os.getpid()}"
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, client_name=self.client_name
+        )
         self._prefix = f"{prefix}:events:"
         self._queue_size = queue_size
         self._subs: dict[str, set[_LocalSubscription]] = {}
@@ -196,7 +200,8 @@ class RedisBus:
             last_ping = loop.time()
             while True:
                 following = await self._sync_channels(pubsub, following)
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                # A short wait: new subscriptions are sent to Redis at the next turn.
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.02)
                 if message is not None and message.get("type") == "message":
                     self._fan_out(message)
                 elif loop.time() - last_ping > 5:
