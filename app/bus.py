@@ -66,17 +66,42 @@ class _LocalSubscription:
             return None
 
 
+class _Registry:
+    """Which local subscriptions follow which channel."""
+
+    def __init__(self) -> None:
+        self.subs: dict[str, set[_LocalSubscription]] = {}
+
+    def add(self, sub: _LocalSubscription, channels: list[str]) -> None:
+        for channel in channels:
+            self.subs.setdefault(channel, set()).add(sub)
+
+    def remove(self, sub: _LocalSubscription, channels: list[str]) -> None:
+        for channel in channels:
+            followers = self.subs.get(channel)
+            if followers is not None:
+                followers.discard(sub)
+                if not followers:
+                    del self.subs[channel]
+
+    def targets(self, channel: str) -> list[_LocalSubscription]:
+        return list(self.subs.get(channel, ()))
+
+    def count(self) -> int:
+        return len({sub for followers in self.subs.values() for sub in followers})
+
+
 class InProcessBus:
     """Fan-out inside one process; safe to publish from worker threads and other loops."""
 
     def __init__(self, queue_size: int = 1000) -> None:
         self._queue_size = queue_size
         self._lock = threading.Lock()
-        self._subs: dict[str, set[_LocalSubscription]] = {}
+        self._registry = _Registry()
 
     async def publish(self, channel: str, payload: Payload) -> None:
         with self._lock:
-            targets = list(self._subs.get(channel, ()))
+            targets = self._registry.targets(channel)
         for sub in targets:
             try:
                 sub.loop.call_soon_threadsafe(sub.offer, payload)
@@ -87,26 +112,20 @@ class InProcessBus:
     async def subscribe(self, channels: list[str]) -> AsyncIterator[Subscription]:
         sub = _LocalSubscription(self._queue_size)
         with self._lock:
-            for channel in channels:
-                self._subs.setdefault(channel, set()).add(sub)
+            self._registry.add(sub, channels)
         try:
             yield sub
         finally:
             with self._lock:
-                for channel in channels:
-                    subs = self._subs.get(channel)
-                    if subs is not None:
-                        subs.discard(sub)
-                        if not subs:
-                            del self._subs[channel]
+                self._registry.remove(sub, channels)
 
     def subscriber_count(self) -> int:
         with self._lock:
-            return len({sub for subs in self._subs.values() for sub in subs})
+            return self._registry.count()
 
     async def close(self) -> None:
         with self._lock:
-            self._subs.clear()
+            self._registry = _Registry()
 
 
 class RedisBus:
@@ -128,7 +147,7 @@ class RedisBus:
         )
         self._prefix = f"{prefix}:events:"
         self._queue_size = queue_size
-        self._subs: dict[str, set[_LocalSubscription]] = {}
+        self._registry = _Registry()
         self._changed = asyncio.Event()
         self._wanted_version = 0  # bumped by every (un)subscribe
         self._synced = asyncio.Condition()
@@ -145,8 +164,7 @@ class RedisBus:
     @contextlib.asynccontextmanager
     async def subscribe(self, channels: list[str]) -> AsyncIterator[Subscription]:
         sub = _LocalSubscription(self._queue_size)
-        for channel in channels:
-            self._subs.setdefault(channel, set()).add(sub)
+        self._registry.add(sub, channels)
         self._wanted_version += 1
         self._changed.set()
         if self._reader is None or self._reader.done():
@@ -155,12 +173,7 @@ class RedisBus:
         try:
             yield sub
         finally:
-            for channel in channels:
-                subs = self._subs.get(channel)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._subs[channel]
+            self._registry.remove(sub, channels)
             self._wanted_version += 1
             self._changed.set()
 
@@ -174,7 +187,7 @@ class RedisBus:
                 )
 
     def subscriber_count(self) -> int:
-        return len({sub for subs in self._subs.values() for sub in subs})
+        return self._registry.count()
 
     async def _read_forever(self) -> None:
         delay = 0.1
@@ -212,7 +225,7 @@ class RedisBus:
         if not self._changed.is_set():
             return following
         self._changed.clear()
-        version, wanted = self._wanted_version, set(self._subs)
+        version, wanted = self._wanted_version, set(self._registry.subs)
         if added := wanted - following:
             await pubsub.subscribe(*(self._prefix + c for c in added))
         if removed := following - wanted:
@@ -226,7 +239,7 @@ class RedisBus:
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else str(channel)
         payload = json.loads(message["data"])
-        for sub in list(self._subs.get(channel.removeprefix(self._prefix), ())):
+        for sub in self._registry.targets(channel.removeprefix(self._prefix)):
             sub.offer(payload)
 
     async def ping(self) -> bool:

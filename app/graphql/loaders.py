@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from app.models import repository as models
@@ -13,9 +14,9 @@ from app.requests import repository as requests
 from app.tables import GeneratedImage, GenerationRequest, Model, User
 from app.users import repository as users
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+RowT = TypeVar("RowT")
 
+if TYPE_CHECKING:
     from app.auth import Viewer
     from app.deps import Deps
 
@@ -42,29 +43,29 @@ class Loaders:
             grouped[row.request_id].append(row)
         return [grouped[i] for i in ids]
 
-    async def _model_by_request(self, ids: Sequence[str]) -> list[Model | None]:
+    async def _one_each(
+        self,
+        fetch: Callable[[AsyncSession, Sequence[str]], Awaitable[Sequence[RowT]]],
+        ids: Sequence[str],
+        key: Callable[[RowT], str | None] = lambda row: row.id,  # type: ignore[attr-defined]
+    ) -> list[RowT | None]:
+        """One query for the whole batch; each key gets its row or None."""
         async with self._deps.db.read() as session:
-            rows = await models.by_request_ids(session, ids)
-        found = {row.request_id: row for row in rows}
+            rows = await fetch(session, ids)
+        found = {key(row): row for row in rows}
         return [found.get(i) for i in ids]
+
+    async def _model_by_request(self, ids: Sequence[str]) -> list[Model | None]:
+        return await self._one_each(models.by_request_ids, ids, lambda row: row.request_id)
 
     async def _request_by_id(self, ids: Sequence[str]) -> list[GenerationRequest | None]:
-        async with self._deps.db.read() as session:
-            rows = await requests.get_many(session, ids)
-        found = {row.id: row for row in rows}
-        return [found.get(i) for i in ids]
+        return await self._one_each(requests.get_many, ids)
 
     async def _user_by_id(self, ids: Sequence[str]) -> list[User | None]:
-        async with self._deps.db.read() as session:
-            rows = await users.get_many(session, list(ids))
-        found = {row.id: row for row in rows}
-        return [found.get(i) for i in ids]
+        return await self._one_each(users.get_many, ids)
 
     async def _image_by_id(self, ids: Sequence[str]) -> list[GeneratedImage | None]:
-        async with self._deps.db.read() as session:
-            rows = await requests.images_by_ids(session, ids)
-        found = {row.id: row for row in rows}
-        return [found.get(i) for i in ids]
+        return await self._one_each(requests.images_by_ids, ids)
 
     async def _my_interactions(self, model_ids: Sequence[str]) -> list[frozenset[str]]:
         viewer = await self._viewer()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -22,7 +24,7 @@ async def get(session: AsyncSession, user_id: str, *, for_update: bool = False) 
     return result.scalar_one_or_none()
 
 
-async def get_many(session: AsyncSession, ids: list[str]) -> list[User]:
+async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[User]:
     result = await session.execute(select(User).where(col(User.id).in_(ids)))
     return list(result.scalars())
 
