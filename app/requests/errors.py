@@ -17,5 +17,13 @@ class ImageNotSelectable(Conflict):
     default_message = "this image cannot be selected"
 
 
+class RequestNotCancellable(Conflict):
+    default_message = "the request has already finished"
+
+
+class IdempotencyKeyReused(Conflict):
+    default_message = "this idempotencyKey was used for a different request"
+
+
 class RequestNotAwaitingSelection(Conflict):
     default_message = "the request is not waiting for an image selection"

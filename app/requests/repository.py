@@ -229,3 +229,15 @@ async def jobs_by_status(session: AsyncSession) -> dict[tuple[str, str], int]:
         col(GenerationJob.kind), col(GenerationJob.status)
     )
     return {(kind, status): count for kind, status, count in await session.execute(query)}
+
+
+async def by_idempotency_key(
+    session: AsyncSession, user_id: str, key: str
+) -> GenerationRequest | None:
+    result = await session.execute(
+        select(GenerationRequest).where(
+            col(GenerationRequest.user_id) == user_id,
+            col(GenerationRequest.idempotency_key) == key,
+        )
+    )
+    return result.scalar_one_or_none()

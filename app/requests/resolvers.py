@@ -117,6 +117,7 @@ class RequestMutations:
             optimize_prompt=input.optimize_prompt,
             auto_model=input.auto_model,
             image_size=deps.settings.image_size,
+            idempotency_key=input.idempotency_key,
         )
         async with deps.unit() as unit:
             row = await service.create_request(unit, viewer, new)
@@ -132,6 +133,19 @@ class RequestMutations:
         viewer = await info.context.require_viewer()
         async with info.context.deps.unit() as unit:
             row = await service.select_image(unit, viewer, request_id, image_id)
+        return GenerationRequestType(row=row)
+
+    @strawberry.mutation(
+        description=(
+            "Cancel a running request: CANCELLED reaches subscribers at once; CONFLICT when "
+            "it has already finished."
+        ),
+        permission_classes=[IsAuthenticated],
+    )
+    async def cancel_request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
+        viewer = await info.context.require_viewer()
+        async with info.context.deps.unit() as unit:
+            row = await service.cancel_request(unit, viewer, id)
         return GenerationRequestType(row=row)
 
     @strawberry.mutation(

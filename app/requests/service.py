@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.auth import Viewer
@@ -17,9 +17,11 @@ from app.metrics import PHASE_DURATION
 from app.queue import StageMessage
 from app.requests import repository
 from app.requests.errors import (
+    IdempotencyKeyReused,
     ImageNotFound,
     ImageNotSelectable,
     RequestNotAwaitingSelection,
+    RequestNotCancellable,
     RequestNotFound,
 )
 from app.requests.stages import RESTING, Phase, RequestState, Status, advance, initial_state
@@ -30,6 +32,7 @@ from app.users import repository as users
 MAX_PROMPT = 2000
 MAX_IMAGES = 4
 _ID = re.compile(r"^[0-9a-f]{32}$")
+_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # Where each stage sits on the request's one 0-100 progress figure.
 PROGRESS_OPTIMIZING = 2.0
@@ -56,6 +59,21 @@ class NewRequest:
     optimize_prompt: bool = True
     auto_model: bool = False
     image_size: int = 512
+    idempotency_key: str | None = None
+
+    def same_as(self, request: GenerationRequest) -> bool:
+        """Whether `request` was created from this very input."""
+        return (
+            request.prompt,
+            request.image_count,
+            request.optimize_prompt,
+            request.auto_model,
+        ) == (
+            self.prompt,
+            self.image_count,
+            self.optimize_prompt,
+            self.auto_model,
+        )
 
 
 def check_id(value: str, field: str) -> str:
@@ -72,7 +90,12 @@ def validate(new: NewRequest) -> NewRequest:
         raise BadUserInput(f"prompt must be at most {MAX_PROMPT} characters", field="prompt")
     if not 1 <= new.image_count <= MAX_IMAGES:
         raise BadUserInput(f"imageCount must be between 1 and {MAX_IMAGES}", field="imageCount")
-    return NewRequest(prompt, new.image_count, new.optimize_prompt, new.auto_model, new.image_size)
+    key = new.idempotency_key
+    if key is not None and not _KEY.match(key):
+        raise BadUserInput(
+            "idempotencyKey must be 1-128 letters, digits or . _ : -", field="idempotencyKey"
+        )
+    return replace(new, prompt=prompt)
 
 
 def state_of(request: GenerationRequest) -> RequestState:
@@ -159,8 +182,15 @@ def _new_job(request_id: str, kind: str, image_id: str | None = None) -> Generat
 
 async def create_request(unit: Unit, viewer: Viewer, new: NewRequest) -> GenerationRequest:
     new = validate(new)
-    # Lock the owner before inserting rows that refer to it (see workers.requests._locked).
+    # Lock the owner before inserting rows that refer to it (see workers.requests._locked);
+    # the lock also makes concurrent creations with one idempotency key take turns.
     await users.get(unit.session, viewer.id, for_update=True)
+    if new.idempotency_key is not None:
+        earlier = await repository.by_idempotency_key(unit.session, viewer.id, new.idempotency_key)
+        if earlier is not None:
+            if not new.same_as(earlier):
+                raise IdempotencyKeyReused()
+            return earlier
     state = initial_state(auto_model=new.auto_model)
     request = GenerationRequest(
         user_id=viewer.id,
@@ -175,6 +205,7 @@ async def create_request(unit: Unit, viewer: Viewer, new: NewRequest) -> Generat
         step=state.step,
         progress=state.progress,
         seq=state.seq,
+        idempotency_key=new.idempotency_key,
     )
     unit.session.add(request)
     await unit.session.flush()  # the job and the event refer to the request row
@@ -292,6 +323,24 @@ async def select_image(
     return request
 
 
+async def cancel_request(unit: Unit, viewer: Viewer, request_id: str) -> GenerationRequest:
+    """Stops a request at once: CANCELLED is committed and published now, and every stage
+    still running finds it so when its provider call returns, and does nothing more."""
+    check_id(request_id, "id")
+    request = await repository.get_owned(unit.session, request_id, viewer.id, for_update=True)
+    if request is None:
+        raise RequestNotFound()
+    if request.status in RESTING:
+        raise RequestNotCancellable(status=request.status)
+    await _cancel(unit, request, step="cancelled by its owner")
+    return request
+
+
+async def _cancel(unit: Unit, request: GenerationRequest, *, step: str) -> None:
+    await transition(unit, request, Status.CANCELLED, step=step)
+    await repository.cancel_open_jobs(unit.session, request.id)
+
+
 async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> str:
     """Hides the request from its owner; a request still running is cancelled first."""
     check_id(request_id, "id")
@@ -299,7 +348,6 @@ async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> str:
     if request is None:
         raise RequestNotFound()
     if request.status not in RESTING:
-        await transition(unit, request, Status.CANCELLED, step="deleted by its owner")
-        await repository.cancel_open_jobs(unit.session, request.id)
+        await _cancel(unit, request, step="deleted by its owner")
     request.deleted_at = utcnow()
     return request.id

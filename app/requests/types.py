@@ -194,3 +194,10 @@ class CreateRequestInput:
     auto_model: bool = strawberry.field(
         default=False, description="Build the 3D model from the first image without asking."
     )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Makes retries safe: the same key with the same input returns the request made "
+            "the first time; with a different input it answers CONFLICT."
+        ),
+    )

@@ -277,3 +277,33 @@ async def test_graphiql_is_served_and_health_answers(server: Server) -> None:
     assert page.status_code == 200
     assert "graphiql" in page.text.lower()
     assert health.json() == {"status": "ok"}
+
+
+async def test_cancel_reaches_subscribers_while_a_slow_provider_call_is_in_flight(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.conftest import start_server, stop_server
+
+    slow = start_server(tmp_path_factory.mktemp("slow"), LUMI_LOCAL_LATENCY_SECONDS="5")
+    try:
+        user = a_user()
+        created = await create_request(slow, user, imageCount=1)
+        async with ws_session(slow, user) as session:
+            await collect(
+                session,
+                REQUEST_UPDATES,
+                {"id": created["id"], "afterSeq": 0},
+                until=lambda e: e["status"] == "IMAGE_GENERATING",
+            )
+            cancel = "mutation C($id: ID!) { cancelRequest(id: $id) { status } }"
+            done = await data_of(slow, cancel, {"id": created["id"]}, user=user)
+            assert done["cancelRequest"]["status"] == "CANCELLED"
+            # The LLM call has seconds to go; the event must not wait for it.
+            rest = await collect(
+                session, REQUEST_UPDATES, {"id": created["id"], "afterSeq": 2}, timeout=2
+            )
+        assert rest[-1]["status"] == "CANCELLED"
+        again = await graphql(slow, cancel, {"id": created["id"]}, user=user)
+        assert error_code(again) == "CONFLICT"
+    finally:
+        stop_server(slow)
