@@ -72,6 +72,8 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dramatiq"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Alembic narrates every plugin it loads at INFO: noise before the start-up banner.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
 
 
 class RequestContext:
