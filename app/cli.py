@@ -1,4 +1,5 @@
-"""`lumi`: serve the API, run workers, migrate the database, mint a development token."""
+"""`lumi`: serve the API, run workers, migrate the database, mint a development token,
+inspect and repair the job queues."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 from app.auth import TokenVerifier
 from app.config import Settings
-from app.observability import configure_logging
+from app.observability import configure_logging, register_secrets
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -57,6 +58,74 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue(settings: Settings, args: argparse.Namespace) -> int:
+    from workers import admin
+
+    if args.action == "status":
+        for line in admin.describe_status(admin.run(settings, admin.status)):
+            print(line)
+        return 0
+    if args.action == "dead":
+        letters = admin.run(settings, lambda deps: admin.dead(deps, args.limit))
+        for letter in letters:
+            print(admin.describe_letter(letter))
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    if args.action == "requeue":
+        if not args.all and not args.id:
+            print("lumi queue requeue: name a dead letter id, or pass --all", file=sys.stderr)
+            return 2
+        outcomes = admin.run(settings, lambda deps: admin.requeue(deps, args.id))
+        for letter, outcome in outcomes:
+            print(f"{letter.id}  request={letter.request_id}  {outcome}")
+        if args.id and not outcomes:
+            print(f"lumi queue requeue: no dead letter {args.id}", file=sys.stderr)
+            return 1
+        return 0
+    target = args.target
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("lumi queue purge: pass --yes to confirm without a terminal", file=sys.stderr)
+            return 2
+        answer = input(f"Purge {target!r}? This cannot be undone. Type its name to confirm: ")
+        if answer.strip() != target:
+            print("not confirmed; nothing purged")
+            return 1
+    if target == "dead":
+        print(f"purged {admin.run(settings, admin.purge_dead)} dead letter(s)")
+        return 0
+    try:
+        dropped, failed = admin.run(settings, lambda deps: admin.purge_queue(deps, target))
+    except ValueError as exc:
+        print(f"lumi queue purge: {exc}", file=sys.stderr)
+        return 2
+    print(f"purged {target}: {dropped} message(s) dropped, {failed} waiting job(s) failed")
+    return 0
+
+
+def _user(settings: Settings, args: argparse.Namespace) -> int:
+    from workers import admin
+
+    try:
+        if args.action == "credits":
+            balance = admin.run(
+                settings, lambda deps: admin.grant_credits(deps, args.subject, args.amount, "cli")
+            )
+            print(f"{args.subject}: {balance} credits")
+        else:
+            admin.run(settings, lambda deps: admin.set_role(deps, args.subject, args.role))
+            print(f"{args.subject}: role {args.role}")
+    except LookupError:
+        print(
+            f"lumi user: no user {args.subject!r} (users appear on first sign-in)", file=sys.stderr
+        )
+        return 1
+    except ValueError as exc:
+        print(f"lumi user: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _schema(settings: Settings, args: argparse.Namespace) -> int:
     from app.graphql.schema import export_sdl
 
@@ -83,6 +152,29 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name (defaults to the user)")
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.set_defaults(run=_token)
+    queue = commands.add_parser("queue", help="inspect and repair the job queues")
+    actions = queue.add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="messages per queue, jobs per kind and status")
+    dead = actions.add_parser("dead", help="list dead letters with their error")
+    dead.add_argument("--limit", type=int, default=100)
+    requeue = actions.add_parser("requeue", help="run dead letters again")
+    requeue.add_argument("id", nargs="?", help="the dead letter's id")
+    requeue.add_argument("--all", action="store_true", help="every dead letter")
+    purge = actions.add_parser(
+        "purge", help="drop a queue's waiting work (high, default, low) or the dead letters"
+    )
+    purge.add_argument("target", help="high, default, low or dead")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    queue.set_defaults(run=_queue)
+    user = commands.add_parser("user", help="adjust a user's credits or role")
+    user_actions = user.add_subparsers(dest="action", required=True)
+    grant = user_actions.add_parser("credits", help="add (or take) credits, in the ledger")
+    grant.add_argument("subject", help="the user's token subject")
+    grant.add_argument("amount", type=int, help="credits to add; negative to take")
+    role = user_actions.add_parser("role", help="set the user's role")
+    role.add_argument("subject", help="the user's token subject")
+    role.add_argument("role", help="e.g. user, priority, admin")
+    user.set_defaults(run=_user)
     export = commands.add_parser("schema", help="print the GraphQL SDL")
     export.set_defaults(run=_schema)
     return root
@@ -92,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level)
+    register_secrets(settings.secret_values())
     if args.command in {"serve", "worker", "migrate"} and (
         problems := settings.production_problems()
     ):

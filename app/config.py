@@ -10,10 +10,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "lumi-development-secret-change-me"  # noqa: S105 - the known dev default
+
+
+_CHAINS = {"llm": "llm_providers", "image": "image_providers", "model": "model_providers"}
+# Each provider of each modality, and the settings it cannot work without.
+_NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "llm": {"local": (), "qwen": ("dashscope_api_key",), "siliconflow": ("siliconflow_api_key",)},
+    "image": {
+        "local": (),
+        "siliconflow": ("siliconflow_api_key",),
+        "dashscope": ("dashscope_api_key",),
+        "ark": ("ark_api_key",),
+        "openai": ("openai_api_key",),
+    },
+    "model": {"local": (), "hunyuan": ("hunyuan_secret_id", "hunyuan_secret_key")},
+}
 
 
 class Settings(BaseSettings):
@@ -30,7 +45,17 @@ class Settings(BaseSettings):
         default=None,
         description="Absolute base URL of the API for file links; else taken from each request.",
     )
-    graphiql: bool = True
+    graphiql: bool | None = Field(
+        default=None, description="GraphiQL at GET /graphql; default: on, off in production."
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins allowed to call the API from a browser "
+        "(HTTP CORS and websocket handshakes); '*' for any.",
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Larger request bodies answer 413."
+    )
 
     # Storage of every artifact; database file and local files live here by default.
     data_dir: Path = Path("var")
@@ -73,16 +98,99 @@ class Settings(BaseSettings):
     dev_token_ttl_seconds: int = 30 * 24 * 3600
 
     # Providers.
-    llm_provider: Literal["local"] = "local"
-    image_provider: Literal["local"] = "local"
-    model_provider: Literal["local"] = "local"
+    # Providers: a failover chain per modality, first choice first (see README).
+    llm_providers: str = Field(default="local", description="Of: local, qwen, siliconflow.")
+    image_providers: str = Field(
+        default="local", description="Of: local, siliconflow, dashscope, ark, openai."
+    )
+    model_providers: str = Field(default="local", description="Of: local, hunyuan.")
     local_latency_seconds: float = Field(default=0.5, ge=0, le=60)
     local_model_latency_seconds: float = Field(default=3.0, ge=0, le=600)
     image_size: int = Field(default=512, ge=64, le=2048)
+    provider_timeout_seconds: float = Field(
+        default=60, gt=0, description="Longest wait for one answer from a vendor's API."
+    )
+    provider_concurrency: str = Field(
+        default="hunyuan=3",
+        description="vendor=limit pairs: jobs in flight at once, across all processes.",
+    )
+    breaker_threshold: int = Field(
+        default=5, ge=1, description="Failures in a row that open a vendor's circuit."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30, gt=0, description="How long an open circuit skips its vendor."
+    )
+    siliconflow_api_key: SecretStr | None = None
+    siliconflow_base_url: str = "https://api.siliconflow.cn"
+    siliconflow_image_model: str = "Kwai-Kolors/Kolors"
+    siliconflow_chat_model: str = "Qwen/Qwen2.5-7B-Instruct"
+    dashscope_api_key: SecretStr | None = None
+    dashscope_base_url: str = "https://dashscope.aliyuncs.com"
+    dashscope_image_model: str = "wanx2.1-t2i-turbo"
+    qwen_base_url: str = "https://dashscope.aliyuncs.com/compatible-mode"
+    qwen_model: str = "qwen-plus"
+    ark_api_key: SecretStr | None = None
+    ark_base_url: str = "https://ark.cn-beijing.volces.com"
+    ark_image_model: str = "doubao-seedream-3-0-t2i-250415"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com"
+    openai_image_model: str = "gpt-image-1"
+    hunyuan_secret_id: str | None = None
+    hunyuan_secret_key: SecretStr | None = None
+    hunyuan_endpoint: str = "https://ai3d.tencentcloudapi.com"
+    hunyuan_region: str = "ap-guangzhou"
+    hunyuan_typical_seconds: float = Field(
+        default=120, gt=0, description="A usual Hunyuan 3D job: drives its progress estimate."
+    )
 
     # Pipeline.
     model_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
-    model_poll_max_attempts: int = Field(default=600, ge=1)
+    model_job_timeout_seconds: float = Field(
+        default=900, gt=0, description="A vendor 3D job running longer than this is TIMEOUT."
+    )
+    stage_time_limit_seconds: float = Field(
+        default=180, gt=0, description="Longest one stage's provider call and copy may take."
+    )
+    job_max_attempts: int = Field(
+        default=4, ge=1, le=20, description="Attempts per job before its failure is final."
+    )
+    retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    retry_max_seconds: float = Field(default=300, gt=0, description="Longest retry delay.")
+    stall_seconds: float = Field(
+        default=60, gt=0, description="A running job whose heartbeat is older is stalled."
+    )
+    sweep_interval_seconds: float = Field(
+        default=15, gt=0, description="How often workers look for stalled and lost jobs."
+    )
+    high_priority_roles: str = Field(
+        default="admin,priority", description="Comma-separated roles that may ask for HIGH."
+    )
+
+    # Credits.
+    initial_credits: int = Field(default=100, ge=0, description="Granted to every new user.")
+    image_credit_cost: int = Field(default=1, ge=0, description="Debited per image.")
+    model_credit_cost: int = Field(default=5, ge=0, description="Debited per 3D model.")
+
+    # GraphQL limits, checked before any resolver runs.
+    graphql_max_depth: int = Field(default=12, ge=2, le=100)
+    graphql_max_aliases: int = Field(default=30, ge=0, le=1000)
+    graphql_max_tokens: int = Field(default=3000, ge=100, le=100_000)
+    graphql_max_cost: int = Field(
+        default=20000, ge=100, description="Fields times the page sizes of the lists around them."
+    )
+    introspection: bool | None = Field(
+        default=None, description="Schema introspection; default: on, off in production."
+    )
+
+    # Websockets.
+    ws_init_timeout_seconds: float = Field(
+        default=3, gt=0, le=60, description="Close 4408 when no connection_init comes in time."
+    )
+    ws_ping_interval_seconds: float = Field(
+        default=15, ge=0, le=600, description="Server pings on a quiet websocket; 0: none."
+    )
 
     # Subscriptions: how often a quiet subscription re-checks the event table.
     subscription_recheck_seconds: float = Field(default=2.0, gt=0, le=60)
@@ -94,6 +202,37 @@ class Settings(BaseSettings):
             "dev-secret, sqlite, embedded-broker, embedded-bus, local-storage."
         ),
     )
+
+    @model_validator(mode="after")
+    def _providers_are_known_and_configured(self) -> Settings:
+        for modality, setting in _CHAINS.items():
+            names = self.chain(modality)
+            if not names:
+                raise ValueError(f"LUMI_{setting.upper()} names no provider")
+            for name in names:
+                if name not in _NEEDS[modality]:
+                    known = ", ".join(_NEEDS[modality])
+                    raise ValueError(f"LUMI_{setting.upper()}: unknown {name!r}; known: {known}")
+                for needed in _NEEDS[modality][name]:
+                    if not getattr(self, needed):
+                        raise ValueError(f"provider {name} needs LUMI_{needed.upper()}")
+        self.concurrency_limits  # noqa: B018 - parses, so a typo fails at start
+        return self
+
+    def chain(self, modality: str) -> list[str]:
+        """The providers of `modality` (llm, image, model), in failover order."""
+        value: str = getattr(self, _CHAINS[modality])
+        return [name.strip() for name in value.split(",") if name.strip()]
+
+    @property
+    def concurrency_limits(self) -> dict[str, int]:
+        limits: dict[str, int] = {}
+        for pair in filter(None, (p.strip() for p in self.provider_concurrency.split(","))):
+            vendor, _, limit = pair.partition("=")
+            if not limit.strip().isdigit() or int(limit) < 1:
+                raise ValueError(f"LUMI_PROVIDER_CONCURRENCY: {pair!r} is not vendor=limit")
+            limits[vendor.strip()] = int(limit)
+        return limits
 
     def production_problems(self) -> list[str]:
         """What makes these settings unsafe for production, each with the setting to change.
@@ -137,6 +276,30 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'lumi.db').resolve()}"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor."""
+        values = [self.hunyuan_secret_id]
+        for value in self.__dict__.values():
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+        return [value for value in values if value]
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else self.env != "production"
+
+    @property
+    def high_priority_role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.high_priority_roles.split(",") if r.strip())
 
     @property
     def storage_dir(self) -> Path:

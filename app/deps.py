@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from app.auth import TokenVerifier
 from app.bus import EventBus, InProcessBus, RedisBus
@@ -15,16 +17,28 @@ from app.db import Database, create_engine
 from app.queue import JobQueue
 from app.unit import Unit, unit_of_work
 from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
+from providers.limits import MemoryLimiter, RedisLimiter, SlotLimiter
 from providers.local import LocalImageGenerator, LocalModelGenerator, LocalPromptOptimizer
+from providers.registry import Chain
 from providers.s3 import S3Storage
+from providers.siliconflow import SiliconFlowImageGenerator
 from providers.storage import LocalStorage, Storage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Providers:
-    llm: PromptOptimizer
-    image: ImageGenerator
-    model: ModelGenerator
+    """Each modality's failover chain, and the limits on vendor jobs in flight."""
+
+    llm: Chain[PromptOptimizer]
+    image: Chain[ImageGenerator]
+    model: Chain[ModelGenerator]
+    limiter: SlotLimiter
+    limits: dict[str, int]
+    redis: Any = None  # the limiter's client, closed with the deps
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 @dataclass
@@ -43,6 +57,7 @@ class Deps:
         return unit_of_work(self.db, self.bus, self.queue)
 
     async def aclose(self) -> None:
+        await self.providers.aclose()
         await self.http.aclose()
         await self.storage.close()
         await self.db.dispose()
@@ -65,14 +80,121 @@ def build_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.storage_dir, secret=key)
 
 
-def build_providers(settings: Settings) -> Providers:
-    latency = settings.local_latency_seconds
+def _secret(value: SecretStr | None) -> str:
+    assert value is not None, "Settings checks every chosen provider has its key"
+    return value.get_secret_value()
+
+
+def _llm(settings: Settings, name: str, http: httpx.AsyncClient) -> PromptOptimizer:
+    if name == "local":
+        return LocalPromptOptimizer(latency=settings.local_latency_seconds)
+    from providers.openai_compat import OpenAIChatOptimizer
+
+    timeout = settings.provider_timeout_seconds
+    if name == "qwen":  # through DashScope's OpenAI-compatible endpoint
+        return OpenAIChatOptimizer(
+            api_key=_secret(settings.dashscope_api_key),
+            http=http,
+            base_url=settings.qwen_base_url,
+            model=settings.qwen_model,
+            name="qwen",
+            timeout=timeout,
+        )
+    return OpenAIChatOptimizer(  # siliconflow
+        api_key=_secret(settings.siliconflow_api_key),
+        http=http,
+        base_url=settings.siliconflow_base_url,
+        model=settings.siliconflow_chat_model,
+        name="siliconflow",
+        timeout=timeout,
+    )
+
+
+def _image(settings: Settings, name: str, http: httpx.AsyncClient) -> ImageGenerator:
+    timeout = settings.provider_timeout_seconds
+    if name == "siliconflow":
+        return SiliconFlowImageGenerator(
+            api_key=_secret(settings.siliconflow_api_key),
+            http=http,
+            base_url=settings.siliconflow_base_url,
+            model=settings.siliconflow_image_model,
+            timeout=timeout,
+        )
+    if name == "dashscope":
+        from providers.dashscope import DashScopeImageGenerator
+
+        return DashScopeImageGenerator(
+            api_key=_secret(settings.dashscope_api_key),
+            http=http,
+            base_url=settings.dashscope_base_url,
+            model=settings.dashscope_image_model,
+            timeout=timeout,
+        )
+    if name in ("ark", "openai"):
+        from providers.openai_compat import OpenAIImageGenerator
+
+        if name == "ark":
+            return OpenAIImageGenerator(
+                api_key=_secret(settings.ark_api_key),
+                http=http,
+                base_url=settings.ark_base_url,
+                path="/api/v3/images/generations",
+                model=settings.ark_image_model,
+                name="ark",
+                extra={"watermark": False},
+                timeout=timeout,
+            )
+        return OpenAIImageGenerator(
+            api_key=_secret(settings.openai_api_key),
+            http=http,
+            base_url=settings.openai_base_url,
+            model=settings.openai_image_model,
+            name="openai",
+            timeout=timeout,
+        )
+    return LocalImageGenerator(latency=settings.local_latency_seconds)
+
+
+def _model(settings: Settings, name: str, http: httpx.AsyncClient) -> ModelGenerator:
+    if name == "hunyuan":
+        from providers.hunyuan import HunyuanModelGenerator
+
+        assert settings.hunyuan_secret_id is not None
+        return HunyuanModelGenerator(
+            secret_id=settings.hunyuan_secret_id,
+            secret_key=_secret(settings.hunyuan_secret_key),
+            http=http,
+            endpoint=settings.hunyuan_endpoint,
+            region=settings.hunyuan_region,
+            timeout=settings.provider_timeout_seconds,
+            typical_seconds=settings.hunyuan_typical_seconds,
+        )
+    return LocalModelGenerator(
+        work_dir=settings.provider_work_dir, latency=settings.local_model_latency_seconds
+    )
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
+    """The chains the settings name, sharing one HTTP client; built on the loop using them."""
+    threshold, cooldown = settings.breaker_threshold, settings.breaker_cooldown_seconds
+    redis = None
+    limiter: SlotLimiter = MemoryLimiter()
+    if settings.broker == "redis":  # worker processes share their slots through Redis
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+        limiter = RedisLimiter(redis, prefix=settings.redis_namespace)
     return Providers(
-        llm=LocalPromptOptimizer(latency=latency),
-        image=LocalImageGenerator(latency=latency),
-        model=LocalModelGenerator(
-            work_dir=settings.provider_work_dir, latency=settings.local_model_latency_seconds
+        llm=Chain([_llm(settings, n, http) for n in settings.chain("llm")], threshold, cooldown),
+        image=Chain(
+            [_image(settings, n, http) for n in settings.chain("image")], threshold, cooldown
         ),
+        model=Chain(
+            [_model(settings, n, http) for n in settings.chain("model")], threshold, cooldown
+        ),
+        limiter=limiter,
+        limits=settings.concurrency_limits,
+        redis=redis,
     )
 
 
@@ -85,13 +207,15 @@ def build_bus(settings: Settings) -> EventBus:
 
 def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
     """Builds the loop-bound parts (engine, HTTP client): call it on the loop that uses them."""
+    # One HTTP client per process (per loop) for every vendor call and download.
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
     return Deps(
         settings=settings,
         db=Database(create_engine(settings.resolved_database_url)),
         bus=bus,
         queue=queue,
         storage=build_storage(settings),
-        providers=build_providers(settings),
+        providers=build_providers(settings, http),
         tokens=TokenVerifier.from_settings(settings),
-        http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True),
+        http=http,
     )

@@ -41,3 +41,15 @@ class BadUserInput(LumiError):
 class Conflict(LumiError):
     code = "CONFLICT"
     default_message = "conflicting state"
+
+
+class InsufficientCredits(LumiError):
+    code = "INSUFFICIENT_CREDITS"
+    default_message = "not enough credits"
+
+    def __init__(self, *, required: int, balance: int) -> None:
+        super().__init__(
+            f"this needs {required} credits and the balance is {balance}",
+            required=required,
+            balance=balance,
+        )

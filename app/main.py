@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -26,11 +28,14 @@ from app.config import Settings
 from app.deps import Deps, build_bus, build_deps
 from app.errors import LumiError
 from app.graphql.context import Context
-from app.graphql.schema import schema
+from app.graphql.limits import Limits
+from app.graphql.schema import build_schema
+from app.graphql.ws import TransportWSHandler
 from app.migrate import upgrade_async
-from app.observability import RequestContext
+from app.observability import BodyLimit, RequestContext, register_secrets
 from app.queue import DramatiqQueue, build_broker
 from app.routes import routes
+from app.tables import utcnow
 from providers.s3 import S3Storage
 
 log = logging.getLogger(__name__)
@@ -54,24 +59,49 @@ class EmbeddedWorker:
     def __init__(self, broker: dramatiq.Broker, deps: Deps) -> None:
         from workers.requests import declare_actors
         from workers.runtime import WorkerRuntime
+        from workers.sweeper import Sweeper
 
         # The in-process bus is shared with the API: that is how events reach it.
         self.runtime = WorkerRuntime(deps.settings, bus=deps.bus, queue=deps.queue)
         declare_actors(broker, self.runtime)
         self.worker = dramatiq.Worker(broker, worker_threads=deps.settings.worker_threads)
+        # Whatever was running or queued before this process started was lost with the
+        # process that held it: the first sweep picks it all up again.
+        self.sweeper = Sweeper(self.runtime, orphaned_before=utcnow())
 
     def start(self) -> None:
         self.worker.start()
+        loop_thread = get_event_loop_thread()
+        assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
+        self.sweeper.start(loop_thread.loop)
 
     def stop(self) -> None:
+        self.sweeper.stop()
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:  # the runtime's engine belongs to the worker's loop
             loop_thread.run_coroutine(self.runtime.aclose())
         self.worker.stop(timeout=5000)
 
 
+def _cors(settings: Settings) -> list[Middleware]:
+    origins = settings.cors_origin_list
+    if not origins:
+        return []  # same-origin only: browsers refuse cross-origin calls
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id"],
+            max_age=600,
+        )
+    ]
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    register_secrets(settings.secret_values())
     if problems := settings.production_problems():
         raise RuntimeError("unsafe production settings: " + "; ".join(problems))
 
@@ -105,12 +135,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await deps.aclose()
 
     graphql = GraphQLApp(
-        schema,
-        graphql_ide="graphiql" if settings.graphiql else None,
+        build_schema(Limits.from_settings(settings), introspection=settings.introspection_enabled),
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        allowed_origins=settings.cors_origin_list,
         allow_queries_via_get=False,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+        keep_alive=settings.ws_ping_interval_seconds > 0,  # legacy graphql-ws: "ka"
+        keep_alive_interval=settings.ws_ping_interval_seconds or 1,
+    )
+    graphql.graphql_transport_ws_handler_class = type(
+        "ConfiguredTransportWSHandler",
+        (TransportWSHandler,),
+        {"ping_interval": settings.ws_ping_interval_seconds},
     )
     return Starlette(
-        middleware=[Middleware(RequestContext)],
+        middleware=[
+            Middleware(RequestContext),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            *_cors(settings),
+        ],
         routes=[
             *routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),

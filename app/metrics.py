@@ -58,3 +58,21 @@ PROVIDER_ERRORS = Counter(
     ["provider", "operation", "code"],
     registry=REGISTRY,
 )
+JOB_RETRIES = Counter(
+    "lumi_job_retries_total",
+    "Job attempts that failed transiently and were scheduled again.",
+    ["kind", "code"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "lumi_dead_letters_total",
+    "Jobs that failed for good and were kept as dead letters.",
+    ["kind", "code"],
+    registry=REGISTRY,
+)
+RECOVERED_JOBS = Counter(
+    "lumi_recovered_jobs_total",
+    "Jobs the sweeper recovered: polled again, retried, resent, or requests failed.",
+    ["action"],
+    registry=REGISTRY,
+)

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.routing import Match
@@ -35,7 +36,20 @@ _SECRETS = [
 ]
 
 
+_SECRETS.append((re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-[redacted]"))
+# The configured secrets themselves (vendor keys, the JWT secret), whatever the shape.
+_KNOWN: set[str] = set()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Literal values never to be logged; short ones would blank ordinary words."""
+    _KNOWN.update(value for value in values if value and len(value) >= 8)
+
+
 def redact(text: str) -> str:
+    for secret in _KNOWN:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -118,3 +132,73 @@ def _route(scope: Scope) -> str:
         if match is Match.FULL:
             return str(getattr(route, "path", "other"))
     return "unmatched"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than `max_bytes` answers 413, whether it
+    announces its length or streams it, before anything parses it."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(send, self.max_bytes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {
+            "errors": [
+                {
+                    "message": f"request body over {limit} bytes",
+                    "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                }
+            ]
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ failure inside the block rolls everything back and sends nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,5 +50,17 @@ async def unit_of_work(db: Database, bus: EventBus, queue: JobQueue) -> AsyncIte
         unit = Unit(session)
         yield unit
     await publish_events(bus, unit.events)
-    for message in unit.messages:
-        queue.send(message)
+    if unit.messages:
+        # Off the event loop: the Redis broker's enqueue is a blocking call.
+        await asyncio.to_thread(send_messages, queue, unit.messages)
+
+
+def send_messages(queue: JobQueue, messages: list[StageMessage]) -> None:
+    """Sends each message; one that cannot be sent is left to the sweeper, which finds
+    its job waiting with no message and sends it again. The commit already happened, so
+    failing here would only tell the caller a lie."""
+    for message in messages:
+        try:
+            queue.send(message)
+        except Exception:
+            log.warning("could not send %s; the sweeper will send it", message.stage, exc_info=True)

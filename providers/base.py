@@ -29,6 +29,12 @@ class ProviderUnavailable(ProviderError):
     code = "PROVIDER_UNAVAILABLE"
 
 
+class ProviderTimeout(ProviderUnavailable):
+    """The vendor did not answer, or a vendor job did not finish, in the time allowed."""
+
+    code = "PROVIDER_TIMEOUT"
+
+
 class ProviderRateLimited(ProviderError):
     """The vendor answered 429; `retry_after` (seconds) is its hint, when it gave one."""
 
@@ -44,6 +50,12 @@ class ProviderRejected(ProviderError):
     """The vendor refused the input (prompt rejected, image invalid): retrying won't help."""
 
     code = "PROVIDER_REJECTED"
+
+
+class ProviderAuthFailed(ProviderError):
+    """The vendor refused our credentials (401/403): an operator must fix the settings."""
+
+    code = "PROVIDER_AUTH_FAILED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +78,10 @@ class JobState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ModelFile:
-    """One file of a finished 3D job. `format` is lower case: glb, obj, mtl, png, zip ..."""
+    """One file of a finished 3D job. `format` is lower case: glb, obj, mtl, png, zip ...
+
+    A `zip` holds an OBJ with its MTL and textures; the pipeline unpacks and stores them.
+    """
 
     format: str
     content_type: str
@@ -117,6 +132,17 @@ class ModelGenerator(Protocol):
     name: str
     typical_seconds: float
 
-    async def submit(self, image: bytes, content_type: str, *, prompt: str) -> str: ...
+    async def submit(
+        self, image: bytes, content_type: str, *, prompt: str, format: str = "glb"
+    ) -> str:
+        """Starts a job turning `image` into a model in `format` (glb or obj); its id."""
+        ...
 
     async def poll(self, vendor_job_id: str) -> ModelJobStatus: ...
+
+
+@runtime_checkable
+class CancelsJobs(Protocol):
+    """A 3D vendor that can stop a job nobody wants any more."""
+
+    async def cancel(self, vendor_job_id: str) -> None: ...

@@ -16,7 +16,10 @@ import re
 import struct
 import time
 import uuid
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
@@ -234,6 +237,30 @@ def build_relief_glb(image_bytes: bytes, grid: int = 48) -> bytes:
     return _pack_glb(positions, uvs, indices, _png(image, 512))
 
 
+def _groups(values: list[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    return zip(*[iter(values)] * size, strict=True)
+
+
+def build_relief_obj_zip(image_bytes: bytes, grid: int = 48) -> bytes:
+    """The same relief as an OBJ with its MTL and texture, zipped as vendors deliver it."""
+    image = Image.open(io.BytesIO(image_bytes))
+    positions, uvs, indices = _relief(_heights(image, grid), grid)
+    lines = ["# Lumi offline relief", "mtllib material.mtl", "o relief"]
+    lines += [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in _groups(positions, 3)]
+    lines += [f"vt {u:.5f} {1 - v:.5f}" for u, v in _groups(uvs, 2)]
+    lines.append("usemtl relief")
+    lines += [
+        f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}" for a, b, c in _groups(indices, 3)
+    ]
+    material = "newmtl relief\nKa 1 1 1\nKd 1 1 1\nmap_Kd texture.png\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.obj", "\n".join(lines) + "\n")
+        archive.writestr("material.mtl", material)
+        archive.writestr("texture.png", _png(image, 512))
+    return buffer.getvalue()
+
+
 class LocalModelGenerator:
     """A 3D vendor stand-in: jobs are files in `work_dir`, done after `latency` seconds."""
 
@@ -246,13 +273,17 @@ class LocalModelGenerator:
         self.grid = grid
         self.typical_seconds = latency or 1.0
 
-    async def submit(self, image: bytes, content_type: str, *, prompt: str) -> str:
+    async def submit(
+        self, image: bytes, content_type: str, *, prompt: str, format: str = "glb"
+    ) -> str:
         try:
             Image.open(io.BytesIO(image)).verify()
         except (UnidentifiedImageError, OSError) as exc:
             raise ProviderRejected("invalid image", provider=self.name) from exc
+        if format not in ("glb", "obj"):
+            raise ProviderRejected(f"format {format!r} is not offered", provider=self.name)
         job_id = f"local-{uuid.uuid4().hex}"
-        meta = json.dumps({"submitted_at": time.time(), "prompt": prompt})
+        meta = json.dumps({"submitted_at": time.time(), "prompt": prompt, "format": format})
         await asyncio.to_thread(self._save, job_id, image, meta)
         return job_id
 
@@ -267,23 +298,44 @@ class LocalModelGenerator:
             return ModelJobStatus(
                 JobState.FAILED, error_code="JOB_NOT_FOUND", error_message="unknown job"
             )
-        elapsed = time.time() - float(json.loads(meta_path.read_text())["submitted_at"])
+        meta = json.loads(meta_path.read_text())
+        if meta.get("cancelled"):
+            return ModelJobStatus(
+                JobState.FAILED, error_code="JOB_CANCELLED", error_message="cancelled"
+            )
+        elapsed = time.time() - float(meta["submitted_at"])
         if elapsed < self.latency:
             return ModelJobStatus(
                 JobState.RUNNING, progress=min(99.0, 100 * elapsed / self.latency)
             )
-        glb, preview = await asyncio.to_thread(self._result, vendor_job_id)
+        obj = meta.get("format") == "obj"
+        model, preview = await asyncio.to_thread(self._result, vendor_job_id, obj)
+        file = (
+            ModelFile("zip", "application/zip", data=model)
+            if obj
+            else ModelFile("glb", "model/gltf-binary", data=model)
+        )
         return ModelJobStatus(
             JobState.SUCCEEDED,
             progress=100.0,
-            files=[ModelFile("glb", "model/gltf-binary", data=glb)],
+            files=[file],
             preview=ModelFile("png", "image/png", data=preview),
         )
 
-    def _result(self, job_id: str) -> tuple[bytes, bytes]:
+    async def cancel(self, vendor_job_id: str) -> None:
+        """Stops a job: its polls answer FAILED from now on and no model is built."""
+        meta_path = self.work_dir / f"{vendor_job_id}.json"
+        if not self._JOB.match(vendor_job_id) or not meta_path.is_file():
+            return
+        meta = json.loads(meta_path.read_text())
+        meta["cancelled"] = True
+        await asyncio.to_thread(meta_path.write_text, json.dumps(meta))
+
+    def _result(self, job_id: str, obj: bool = False) -> tuple[bytes, bytes]:
         """Built once and kept beside the job, so polling a finished job again is cheap."""
-        glb_path = self.work_dir / f"{job_id}.glb"
+        path = self.work_dir / f"{job_id}.{'zip' if obj else 'glb'}"
         image = (self.work_dir / f"{job_id}.img").read_bytes()
-        if not glb_path.is_file():
-            glb_path.write_bytes(build_relief_glb(image, self.grid))
-        return glb_path.read_bytes(), _png(Image.open(io.BytesIO(image)), 256)
+        if not path.is_file():
+            build = build_relief_obj_zip if obj else build_relief_glb
+            path.write_bytes(build(image, self.grid))
+        return path.read_bytes(), _png(Image.open(io.BytesIO(image)), 256)

@@ -141,6 +141,9 @@ class RecordingQueue:
         messages, self.sent = self.sent, []
         return messages
 
+    def outstanding_job_ids(self) -> set[str]:
+        return {str(message.args[0]) for message in self.sent}
+
 
 @pytest.fixture
 async def deps(settings: Settings) -> AsyncIterator[Deps]:
@@ -193,6 +196,26 @@ def lumi(data_dir: Path, log: Path, *args: str, **env: str) -> subprocess.Popen[
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def run_lumi(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs a `lumi` command to completion, configured only by LUMI_* variables."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LUMI_")},
+        **FAST,
+        "LUMI_DATA_DIR": str(data_dir),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def start_server(
@@ -272,3 +295,22 @@ def server(
         running = start_server(data_dir, **env)
         yield running
         stop_server(running)
+
+
+SILICONFLOW_KEY = "sk-fake-siliconflow-key"
+
+
+@pytest.fixture(scope="session")
+def siliconflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The fake SiliconFlow API as a real HTTP server on loopback; its base URL.
+
+    Tests script it through `/_fake/script` and reset it before use, so worker
+    processes and in-process adapters meet the same vendor."""
+    from tests.fakes.siliconflow import start_fake_siliconflow
+
+    log = tmp_path_factory.mktemp("siliconflow") / "fake.log"
+    url, stop = start_fake_siliconflow(SILICONFLOW_KEY, log=log)
+    try:
+        yield url
+    finally:
+        stop()

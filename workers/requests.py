@@ -8,33 +8,53 @@ messages and events go out only after that commit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import dramatiq
+import httpx
 from dramatiq.asyncio import async_to_sync
 from dramatiq.middleware import CurrentMessage
 
 from app.deps import Deps
 from app.metrics import PROVIDER_ERRORS, PROVIDER_LATENCY
 from app.models import service as models
-from app.observability import request_id
-from app.queue import StageMessage
-from app.requests import repository, service
-from app.requests.service import Stage
+from app.models.service import StoredFile, StoredModel
+from app.observability import redact, request_id
+from app.queue import PRIORITY, QUEUES, StageMessage, actor_name
+from app.requests import jobs, repository, service
+from app.requests.service import JobNote, Stage
 from app.requests.stages import Status
 from app.tables import GenerationJob, GenerationRequest
 from app.unit import Unit
 from app.users import repository as users
-from providers.base import JobState, ModelFile, ModelJobStatus, ProviderError, ProviderUnavailable
+from providers.base import (
+    CancelsJobs,
+    ImageGenerator,
+    ImageResult,
+    JobState,
+    ModelGenerator,
+    ModelJobStatus,
+    PromptOptimizer,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from providers.formats import checked_image, model_files
+from providers.registry import Named, NoProvider
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 Locked = tuple[GenerationJob, GenerationRequest]
+Claimed = tuple[GenerationJob, GenerationRequest, int]
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -53,7 +73,108 @@ async def _locked(unit: Unit, job_id: str) -> Locked | None:
     if request is None:
         return None
     await users.get(unit.session, request.user_id, for_update=True)
+    await unit.session.refresh(job)  # as of the lock: another attempt may have moved it
     return job, request
+
+
+async def _claim(unit: Unit, job_id: str, kind: str) -> Claimed | None:
+    """Takes the job for one attempt when its work is still due; None otherwise (a
+    repeated message, a cancelled request, a retry not due yet)."""
+    locked = await _locked(unit, job_id)
+    if locked is None:
+        return None
+    job, request = locked
+    if job.kind != kind or Status(request.status) not in jobs.DUE[kind]:
+        return None
+    attempt = await repository.claim_job(unit.session, job)
+    if attempt is None:
+        return None
+    return job, request, attempt
+
+
+async def _still_running(unit: Unit, job_id: str, attempt: int) -> Locked | None:
+    """The job and its request, locked, when `attempt` still owns the job and its request
+    still wants the work (checked after every provider call: cancel wins)."""
+    locked = await _locked(unit, job_id)
+    if locked is None:
+        return None
+    job, request = locked
+    if job.status != "RUNNING" or job.attempt != attempt:
+        return None
+    if Status(request.status) not in jobs.DUE[job.kind]:
+        return None
+    return locked
+
+
+class JobGone(Exception):
+    """The job is no longer this attempt's: cancelled, or recovered by the sweeper."""
+
+
+@contextlib.asynccontextmanager
+async def _watched(deps: Deps, job_id: str, attempt: int) -> AsyncIterator[None]:
+    """Runs a stage's provider work under its time limit while beating the job's heart.
+
+    The heartbeat tells the sweeper the attempt is alive; when it finds the job taken
+    away (the request was cancelled), the work is abandoned at once.
+    """
+    settings = deps.settings
+    interval = max(0.05, settings.stall_seconds / 4)
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def beat() -> None:
+        nonlocal gone
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with deps.db.write() as session:
+                    alive = await repository.heartbeat(session, job_id, attempt)
+            except Exception:  # a database hiccup: the next beat will tell
+                log.warning("heartbeat of job %s failed", job_id, exc_info=True)
+                continue
+            if not alive:
+                gone = True
+                task.cancel()
+                return
+
+    beater = asyncio.create_task(beat())
+    try:
+        async with asyncio.timeout(settings.stage_time_limit_seconds):
+            yield
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise JobGone() from None
+        raise
+    except TimeoutError:
+        limit = settings.stage_time_limit_seconds
+        raise ProviderTimeout(f"the stage took longer than its limit of {limit:.0f} s") from None
+    finally:
+        beater.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beater
+
+
+def _failure(error: BaseException) -> jobs.Failure:
+    if isinstance(error, _VendorJobTimeout):
+        return jobs.Failure(error.code, str(error), transient=True, job_status="TIMEOUT")
+    if isinstance(error, ProviderError):
+        retry_after = error.retry_after if isinstance(error, ProviderRateLimited) else None
+        # Shown to the request's owner: never a key, whatever the vendor echoed back.
+        return jobs.Failure(error.code, redact(str(error))[:1000], error.transient, retry_after)
+    return jobs.Failure("INTERNAL", "internal error", transient=True)
+
+
+async def _attempt_failed(deps: Deps, job_id: str, attempt: int, error: BaseException) -> None:
+    """Records a failed attempt: a retry later, or the job's final failure."""
+    if not isinstance(error, ProviderError):
+        log.error("job %s attempt %s failed", job_id, attempt, exc_info=error)
+    async with deps.unit() as unit:
+        locked = await _locked(unit, job_id)
+        if locked is None:
+            return
+        job, request = locked
+        await jobs.attempt_failed(unit, deps.settings, job, request, attempt, _failure(error))
 
 
 @contextlib.asynccontextmanager
@@ -69,19 +190,6 @@ async def _timed(provider: str, operation: str) -> AsyncIterator[None]:
         PROVIDER_LATENCY.labels(provider, operation).observe(time.perf_counter() - started)
 
 
-async def _complete(unit: Unit, job_id: str, expected: Status) -> GenerationRequest | None:
-    """Marks a running job COMPLETED while its request is still at `expected`.
-
-    None when the work is no longer wanted (cancelled) or another delivery finished it.
-    """
-    locked = await _locked(unit, job_id)
-    if locked is None or locked[1].status != expected:
-        return None
-    if not await repository.finish_job(unit.session, job_id, "COMPLETED"):
-        return None
-    return locked[1]
-
-
 async def _content(deps: Deps, data: bytes | None, url: str | None) -> bytes:
     """Output bytes, copied from the vendor's short-lived URL when it gave one."""
     if data is not None:
@@ -90,36 +198,77 @@ async def _content(deps: Deps, data: bytes | None, url: str | None) -> bytes:
         raise ProviderUnavailable("the provider returned neither data nor a URL")
     try:
         response = await deps.http.get(url)
-        response.raise_for_status()
-    except Exception as exc:
-        raise ProviderUnavailable("could not download the provider's output") from exc
+    except httpx.HTTPError as exc:  # `from None`: a vendor URL can carry its signature
+        message = f"could not download the provider's output ({type(exc).__name__})"
+        raise ProviderUnavailable(message) from None
+    if not response.is_success:
+        message = f"the provider's output answered {response.status_code} (expired?)"
+        raise ProviderUnavailable(message)
     return response.content
 
 
-async def _fail(deps: Deps, job_id: str, target: Status, code: str, message: str) -> None:
-    """Marks the job FAILED and moves its request to `target`, unless it moved on already."""
+def _running(job_id: str, attempt: int) -> JobNote:
+    return JobNote(job_id, "RUNNING", attempt)
+
+
+# -- vendor concurrency slots -----------------------------------------------------------
+
+
+class NoSlot(Exception):
+    """Every vendor the job may use is at its concurrency limit: wait, do not fail."""
+
+
+class Slots:
+    """The slots one job attempt holds at limited vendors (`LUMI_PROVIDER_CONCURRENCY`).
+
+    Held by `job:attempt`, so a later attempt never frees an earlier one's by mistake;
+    a lease bounds how long a slot outlives a holder that died.
+    """
+
+    def __init__(self, deps: Deps, job_id: str, attempt: int, lease: float) -> None:
+        self.providers = deps.providers
+        self.holder = f"{job_id}:{attempt}"
+        self.lease = lease
+        self.refused: list[str] = []
+
+    def limited(self, vendor: str) -> bool:
+        return vendor in self.providers.limits
+
+    async def take(self, vendor: Named) -> bool:
+        """For `Chain.call(usable=...)`: whether `vendor` has room for this attempt."""
+        if not self.limited(vendor.name):
+            return True
+        limit = self.providers.limits[vendor.name]
+        taken = await self.providers.limiter.acquire(
+            vendor.name, self.holder, limit=limit, lease=self.lease
+        )
+        if not taken:
+            self.refused.append(vendor.name)
+        return taken
+
+    async def free(self, vendor: str) -> None:
+        if self.limited(vendor):
+            await self.providers.limiter.release(vendor, self.holder)
+
+    def waiting(self, error: ProviderError) -> bool:
+        """Whether the chain failed only because limited vendors were full."""
+        return isinstance(error, NoProvider) and bool(self.refused)
+
+
+async def _wait_for_slot(deps: Deps, job_id: str, attempt: int, vendors: list[str]) -> None:
+    """Gives the claim back (the job shows as queued again) and asks again later."""
+    delay = min(5.0, max(0.5, deps.settings.model_poll_interval_seconds))
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
+        locked = await _still_running(unit, job_id, attempt)
         if locked is None:
             return
-        _, request = locked
-        if not await repository.finish_job(
-            unit.session, job_id, "FAILED", error_code=code, error_message=message[:1000]
-        ):
+        job, request = locked
+        if not await repository.unclaim_job(unit.session, job_id, attempt, delay=delay):
             return
-        if request.status in (
-            Status.IMAGE_GENERATING,
-            Status.MODEL_PENDING,
-            Status.MODEL_GENERATING,
-        ):
-            step = (
-                "image generation failed"
-                if target is Status.IMAGE_FAILED
-                else "3D generation failed"
-            )
-            await service.transition(
-                unit, request, target, step=step, error_code=code, message=message
-            )
+        step = f"waiting for a free slot at {' or '.join(vendors)}"
+        if request.step != step:
+            await service.transition(unit, request, Status(request.status), step=step)
+        unit.messages.append(jobs.message_for(request, job, delay=delay))
 
 
 # -- optimize prompt --------------------------------------------------------------------
@@ -127,30 +276,42 @@ async def _fail(deps: Deps, job_id: str, target: Status, code: str, message: str
 
 async def optimize_prompt(deps: Deps, job_id: str) -> None:
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.IMAGE_PENDING:
+        claimed = await _claim(unit, job_id, "PROMPT")
+        if claimed is None:
             return
-        _, request = locked
-        if not await repository.claim_job(unit.session, job_id, "PROMPT"):
-            return
+        _, request, attempt = claimed
         step = "optimizing prompt" if request.optimize_prompt else "preparing images"
         await service.transition(
-            unit, request, Status.IMAGE_GENERATING, step=step, progress=service.PROGRESS_OPTIMIZING
+            unit,
+            request,
+            Status.IMAGE_GENERATING,
+            step=step,
+            progress=service.PROGRESS_OPTIMIZING,
+            job=_running(job_id, attempt),
         )
         prompt, count, optimize = request.prompt, request.image_count, request.optimize_prompt
     try:
-        if optimize:
-            async with _timed(deps.providers.llm.name, "optimize"):
-                prompts = await deps.providers.llm.optimize(prompt, count)
-        else:
-            prompts = [prompt] * count
-    except ProviderError as exc:
-        await _fail(deps, job_id, Status.IMAGE_FAILED, exc.code, str(exc))
+        async with _watched(deps, job_id, attempt):
+            if optimize:
+
+                async def ask(llm: PromptOptimizer) -> list[str]:
+                    async with _timed(llm.name, "optimize"):
+                        return await llm.optimize(prompt, count)
+
+                _, prompts = await deps.providers.llm.call(ask)
+            else:
+                prompts = [prompt] * count
+    except JobGone:
+        return
+    except Exception as exc:
+        await _attempt_failed(deps, job_id, attempt, exc)
         return
     async with deps.unit() as unit:
-        still_due = await _complete(unit, job_id, Status.IMAGE_GENERATING)
-        if still_due is not None:
-            await service.begin_images(unit, still_due, prompts[:count])
+        locked = await _still_running(unit, job_id, attempt)
+        if locked is None:
+            return
+        if await repository.finish_job(unit.session, job_id, "COMPLETED", attempt=attempt):
+            await service.begin_images(unit, locked[1], prompts[:count])
 
 
 # -- generate one image -----------------------------------------------------------------
@@ -158,138 +319,215 @@ async def optimize_prompt(deps: Deps, job_id: str) -> None:
 
 async def generate_image(deps: Deps, job_id: str) -> None:
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.IMAGE_GENERATING:
+        claimed = await _claim(unit, job_id, "IMAGE")
+        if claimed is None:
             return
-        job, request = locked
-        if not await repository.claim_job(unit.session, job_id, "IMAGE"):
-            return
+        job, request, attempt = claimed
         image = await repository.get_image(unit.session, str(job.image_id))
         assert image is not None, "an image job points at its image"
         image.status = "GENERATING"
         prompt, seed, image_id = image.prompt, image.seed, image.id
         width, height = request.image_width, request.image_height
-    provider = deps.providers.image
+        chosen = request.image_provider
+    slots = Slots(deps, job_id, attempt, lease=deps.settings.stage_time_limit_seconds + 30)
+
+    async def make(vendor: ImageGenerator) -> tuple[ImageResult, bytes]:
+        try:
+            async with _timed(vendor.name, "generate_image"):
+                made = await vendor.generate(prompt, seed=seed, width=width, height=height)
+            data = await _content(deps, made.data, made.url)
+            return replace(made, content_type=checked_image(data, vendor.name)), data
+        finally:
+            await slots.free(vendor.name)
+
     try:
-        async with _timed(provider.name, "generate_image"):
-            result = await provider.generate(prompt, seed=seed, width=width, height=height)
-        data = await _content(deps, result.data, result.url)
-        key = (
-            f"requests/{request.id}/images/{image_id}.{_EXTENSIONS.get(result.content_type, 'bin')}"
-        )
-        await deps.storage.put(key, data, result.content_type)
-    except ProviderError as exc:
-        await _settle_image(deps, job_id, None, error=exc)
+        async with _watched(deps, job_id, attempt):
+            provider, (result, data) = await deps.providers.image.call(
+                make, only=chosen, usable=slots.take
+            )
+            extension = _EXTENSIONS.get(result.content_type, "bin")
+            key = f"requests/{request.id}/images/{image_id}.{extension}"
+            await deps.storage.put(key, data, result.content_type)
+    except JobGone:
         return
-    stored = {
-        "storage_key": key,
-        "width": result.width,
-        "height": result.height,
-        "content_type": result.content_type,
-        "provider": provider.name,
-    }
-    await _settle_image(deps, job_id, stored)
-
-
-async def _settle_image(
-    deps: Deps, job_id: str, stored: dict[str, Any] | None, *, error: Exception | None = None
-) -> None:
+    except ProviderError as exc:
+        if slots.waiting(exc):
+            await _wait_for_slot(deps, job_id, attempt, slots.refused)
+        else:
+            await _attempt_failed(deps, job_id, attempt, exc)
+        return
+    except Exception as exc:
+        await _attempt_failed(deps, job_id, attempt, exc)
+        return
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
+        locked = await _still_running(unit, job_id, attempt)
         if locked is None:
             return
-        job, request = locked
-        outcome = "COMPLETED" if stored else "FAILED"
-        failure = _failure(error) if error else {}
-        if not await repository.finish_job(unit.session, job_id, outcome, **failure):
+        if not await repository.finish_job(unit.session, job_id, "COMPLETED", attempt=attempt):
             return
-        image = await repository.get_image(unit.session, str(job.image_id))
-        assert image is not None
-        image.status = outcome
-        for name, value in (stored or {}).items():
-            setattr(image, name, value)
-        if request.status == Status.IMAGE_GENERATING:
-            await service.settle_images(unit, request, image)
-
-
-def _failure(error: Exception) -> dict[str, str]:
-    if isinstance(error, ProviderError):
-        return {"error_code": error.code, "error_message": str(error)[:1000]}
-    return {"error_code": "INTERNAL", "error_message": "internal error"}
+        stored = await repository.get_image(unit.session, image_id)
+        assert stored is not None
+        stored.status = "COMPLETED"
+        stored.storage_key, stored.content_type = key, result.content_type
+        stored.width, stored.height, stored.provider = result.width, result.height, provider.name
+        await service.settle_images(unit, locked[1], stored)
 
 
 # -- start and poll a 3D job ------------------------------------------------------------
 
 
+def _model_lease(deps: Deps) -> float:
+    """How long a 3D job's vendor slot outlives its last poll."""
+    settings = deps.settings
+    return max(settings.stall_seconds * 2, settings.model_poll_interval_seconds * 10)
+
+
 async def start_model(deps: Deps, job_id: str) -> None:
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.MODEL_PENDING:
+        claimed = await _claim(unit, job_id, "MODEL")
+        if claimed is None:
             return
-        job, request = locked
-        if not await repository.claim_job(unit.session, job_id, "MODEL"):
-            return
+        job, request, attempt = claimed
         image = await repository.get_image(unit.session, str(job.image_id))
         assert image is not None
         assert image.storage_key is not None
         key, content_type, prompt = image.storage_key, image.content_type, image.prompt
-        await service.transition(
-            unit,
-            request,
-            Status.MODEL_GENERATING,
-            step="submitting 3D job",
-            progress=service.PROGRESS_MODEL_START,
-        )
-    provider = deps.providers.model
+        chosen, file_format = request.model_provider, request.model_format
+    slots = Slots(deps, job_id, attempt, lease=_model_lease(deps))
+
+    async def submit(vendor: ModelGenerator) -> str:
+        try:
+            async with _timed(vendor.name, "submit_model"):
+                return await vendor.submit(
+                    data, content_type or "image/png", prompt=prompt, format=file_format
+                )
+        except BaseException:
+            await slots.free(vendor.name)
+            raise
+
     try:
-        data = await deps.storage.get(key)
-        async with _timed(provider.name, "submit_model"):
-            vendor_job_id = await provider.submit(data, content_type or "image/png", prompt=prompt)
+        async with _watched(deps, job_id, attempt):
+            data = await deps.storage.get(key)
+            provider, vendor_job_id = await deps.providers.model.call(
+                submit, only=chosen, usable=slots.take
+            )
+    except JobGone:
+        return
     except ProviderError as exc:
-        await _fail(deps, job_id, Status.MODEL_FAILED, exc.code, str(exc))
+        if slots.waiting(exc):
+            await _wait_for_slot(deps, job_id, attempt, slots.refused)
+        else:
+            await _attempt_failed(deps, job_id, attempt, exc)
+        return
+    except Exception as exc:
+        await _attempt_failed(deps, job_id, attempt, exc)
         return
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.MODEL_GENERATING:
-            return
-        if not await repository.set_vendor_job(unit.session, job_id, provider.name, vendor_job_id):
+        locked = await _still_running(unit, job_id, attempt)
+        if locked is None or not await repository.set_vendor_job(
+            unit.session, job_id, provider.name, vendor_job_id
+        ):
+            await _cancel_vendor_job(deps, provider.name, vendor_job_id)
+            await slots.free(provider.name)
             return
         await service.transition(
-            unit, locked[1], Status.MODEL_GENERATING, step="generating 3D model"
+            unit,
+            locked[1],
+            Status.MODEL_GENERATING,
+            step=f"generating 3D model ({provider.name})",
+            progress=service.PROGRESS_MODEL_START,
+            job=_running(job_id, attempt),
         )
-        unit.messages.append(_next_poll(deps, job_id, 0))
+        unit.messages.append(_next_poll(deps, locked[1], job_id, 0))
 
 
-def _next_poll(deps: Deps, job_id: str, poll_no: int) -> StageMessage:
+async def _cancel_vendor_job(deps: Deps, vendor: str, vendor_job_id: str) -> None:
+    """Stops a vendor job nobody wants any more, where the vendor allows it."""
+    if vendor not in deps.providers.model.names:
+        return
+    provider = deps.providers.model.named(vendor)
+    if not isinstance(provider, CancelsJobs):
+        return
+    try:
+        await provider.cancel(vendor_job_id)
+    except Exception:
+        log.warning("could not cancel %s job %s", vendor, vendor_job_id, exc_info=True)
+
+
+def _next_poll(deps: Deps, request: GenerationRequest, job_id: str, poll_no: int) -> StageMessage:
     delay = deps.settings.model_poll_interval_seconds
-    return StageMessage(Stage.POLL_MODEL, (job_id, poll_no), delay_seconds=delay)
+    return service.stage_message(request, Stage.POLL_MODEL, job_id, poll_no, delay=delay)
 
 
 async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
     async with deps.unit() as unit:
         locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.MODEL_GENERATING:
+        if locked is None:
             return
-        job, _ = locked
-        if not await repository.claim_poll(unit.session, job_id, poll_no):
+        job, request = locked
+        vendor, vendor_job_id = str(job.provider), job.vendor_job_id
+        attempt, started = job.attempt, job.started_at
+        if request.status != Status.MODEL_GENERATING:
+            abandoned = job.status == "CANCELLED" and vendor_job_id is not None
+        elif await repository.claim_poll(unit.session, job_id, poll_no):
+            abandoned = False
+        else:
             return
-        vendor_job_id, started = str(job.vendor_job_id), job.started_at
+    slots = Slots(deps, job_id, attempt, lease=_model_lease(deps))
+    if abandoned and vendor_job_id:
+        await _cancel_vendor_job(deps, vendor, vendor_job_id)
+        await slots.free(vendor)
+        return
+    if request.status != Status.MODEL_GENERATING or vendor_job_id is None:
+        return
+    if vendor not in deps.providers.model.names:  # the settings changed under the job
+        gone = ProviderUnavailable(f"{vendor} is no longer configured", provider=vendor)
+        await _attempt_failed(deps, job_id, attempt, gone)
+        return
+    provider = deps.providers.model.named(vendor)
+    await slots.take(provider)  # renews the lease of the slot this job holds
+    elapsed = time.time() - started.timestamp() if started else 0.0
     try:
-        async with _timed(deps.providers.model.name, "poll_model"):
-            status = await deps.providers.model.poll(vendor_job_id)
-    except ProviderError as exc:
-        if not exc.transient:
-            await _fail(deps, job_id, Status.MODEL_FAILED, exc.code, str(exc))
-            return
-        status = ModelJobStatus(state=JobState.RUNNING)
-    if status.state is JobState.SUCCEEDED:
-        await _finish_model(deps, job_id, status)
-    elif status.state is JobState.FAILED:
-        code = status.error_code or "MODEL_GENERATION_FAILED"
-        await _fail(deps, job_id, Status.MODEL_FAILED, code, status.error_message or code)
+        if elapsed > deps.settings.model_job_timeout_seconds:
+            await _cancel_vendor_job(deps, vendor, vendor_job_id)
+            limit = deps.settings.model_job_timeout_seconds
+            raise _VendorJobTimeout(f"the 3D job did not finish within {limit:.0f} s")
+        async with _watched(deps, job_id, attempt):
+            try:
+                async with _timed(vendor, "poll_model"):
+                    status = await provider.poll(vendor_job_id)
+            except ProviderError as exc:
+                if not exc.transient:
+                    raise
+                status = ModelJobStatus(state=JobState.RUNNING)  # ask again at the next poll
+            if status.state is JobState.FAILED:
+                code = status.error_code or "MODEL_GENERATION_FAILED"
+                message = f"{vendor}: {status.error_message or code}"
+                raise ProviderRejected(message, provider=vendor)
+            stored = (
+                await _store_model(deps, request, job_id, status, vendor) if status.files else None
+            )
+            if status.state is JobState.SUCCEEDED and stored is None:
+                raise ProviderUnavailable("the 3D job finished without a file")
+    except JobGone:
+        await slots.free(vendor)
+        return
+    except Exception as exc:
+        await slots.free(vendor)
+        await _attempt_failed(deps, job_id, attempt, exc)
+        return
+    if stored is not None:
+        await _finish_model(deps, job_id, attempt, stored, vendor)
+        await slots.free(vendor)
     else:
-        elapsed = time.time() - started.timestamp() if started else 0.0
-        await _report_model_progress(deps, job_id, poll_no + 1, status, elapsed)
+        typical = provider.typical_seconds
+        await _report_model_progress(deps, job_id, attempt, poll_no + 1, status, elapsed, typical)
+
+
+class _VendorJobTimeout(ProviderTimeout):
+    """A vendor 3D job ran out of time: the job shows TIMEOUT when it is given up."""
+
+    code = "TIMEOUT"
 
 
 def model_progress(status: ModelJobStatus, elapsed: float, typical: float) -> tuple[float, bool]:
@@ -307,15 +545,18 @@ def model_progress(status: ModelJobStatus, elapsed: float, typical: float) -> tu
 
 
 async def _report_model_progress(
-    deps: Deps, job_id: str, next_poll: int, status: ModelJobStatus, elapsed: float
+    deps: Deps,
+    job_id: str,
+    attempt: int,
+    next_poll: int,
+    status: ModelJobStatus,
+    elapsed: float,
+    typical: float,
 ) -> None:
-    if next_poll >= deps.settings.model_poll_max_attempts:
-        await _fail(deps, job_id, Status.MODEL_FAILED, "TIMEOUT", "the 3D job took too long")
-        return
-    figure, estimated = model_progress(status, elapsed, deps.providers.model.typical_seconds)
+    figure, estimated = model_progress(status, elapsed, typical)
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None or locked[1].status != Status.MODEL_GENERATING:
+        locked = await _still_running(unit, job_id, attempt)
+        if locked is None:
             return
         request = locked[1]
         if int(figure) > int(request.progress):  # one event per whole percent, no chatter
@@ -323,51 +564,48 @@ async def _report_model_progress(
                 unit,
                 request,
                 Status.MODEL_GENERATING,
-                step="generating 3D model",
+                step=request.step,
                 progress=figure,
                 estimated=estimated,
             )
-        unit.messages.append(_next_poll(deps, job_id, next_poll))
+        unit.messages.append(_next_poll(deps, request, job_id, next_poll))
 
 
-async def _store(deps: Deps, key: str, file: ModelFile) -> int:
-    data = await _content(deps, file.data, file.url)
-    await deps.storage.put(key, data, file.content_type)
-    return len(data)
+async def _store_model(
+    deps: Deps, request: GenerationRequest, job_id: str, status: ModelJobStatus, vendor: str
+) -> StoredModel:
+    """Copies the finished model in the format the request asked for (else what the
+    vendor offers, GLB first), and its preview, into our storage before the vendor's URLs
+    expire. An OBJ comes with its material and textures."""
+    wanted = ("obj", "zip") if request.model_format == "obj" else ("glb",)
+    main = sorted(status.files, key=lambda f: (f.format not in wanted, f.format != "glb"))[0]
+    prefix = f"requests/{request.id}/model/{job_id}"
+    data = await _content(deps, main.data, main.url)
+    files = model_files(main.format, data, vendor)
+    stored = []
+    for file in files:  # a lone file keeps the flat key; an OBJ's files share a folder
+        key = f"{prefix}.{file.format}" if len(files) == 1 else f"{prefix}/{file.name}"
+        await deps.storage.put(key, file.data, file.content_type)
+        stored.append(StoredFile(file.name, key, file.content_type, len(file.data)))
+    preview_key = None
+    if status.preview:
+        preview = await _content(deps, status.preview.data, status.preview.url)
+        preview_key = f"{prefix}-preview.png"
+        await deps.storage.put(preview_key, preview, status.preview.content_type)
+    return StoredModel(format=files[0].format, files=stored, preview_key=preview_key)
 
 
-async def _finish_model(deps: Deps, job_id: str, status: ModelJobStatus) -> None:
-    files = sorted(status.files, key=lambda f: f.format != "glb")  # GLB first when offered
-    if not files:
-        await _fail(deps, job_id, Status.MODEL_FAILED, "NO_OUTPUT", "the 3D job returned no file")
-        return
-    main = files[0]
-    async with deps.db.read() as session:
-        job = await repository.get_job(session, job_id)
-    assert job is not None
-    prefix = f"requests/{job.request_id}/model/{job_id}"
-    try:
-        size = await _store(deps, f"{prefix}.{main.format}", main)
-        preview_key = f"{prefix}-preview.png" if status.preview else None
-        if status.preview and preview_key:
-            await _store(deps, preview_key, status.preview)
-    except ProviderError as exc:
-        await _fail(deps, job_id, Status.MODEL_FAILED, exc.code, str(exc))
-        return
+async def _finish_model(
+    deps: Deps, job_id: str, attempt: int, stored: StoredModel, vendor: str
+) -> None:
     async with deps.unit() as unit:
-        request = await _complete(unit, job_id, Status.MODEL_GENERATING)
-        if request is None:
+        locked = await _still_running(unit, job_id, attempt)
+        if locked is None:
             return
-        model = await models.add_to_library(
-            unit,
-            request,
-            file_key=f"{prefix}.{main.format}",
-            file_format=main.format,
-            content_type=main.content_type,
-            file_size=size,
-            preview_key=preview_key,
-            provider=deps.providers.model.name,
-        )
+        if not await repository.finish_job(unit.session, job_id, "COMPLETED", attempt=attempt):
+            return
+        request = locked[1]
+        model = await models.add_to_library(unit, request, stored, provider=vendor)
         await service.transition(
             unit,
             request,
@@ -392,9 +630,14 @@ STAGES: dict[str, Callable[..., Awaitable[None]]] = {
 
 
 def declare_actors(broker: dramatiq.Broker, runtime: WorkerRuntime) -> None:
-    """Registers one actor per stage on `broker`, each running with `runtime`'s deps."""
+    """Registers each stage on `broker` once per queue, each running with `runtime`'s deps.
+
+    The queue a message is sent to picks the actor, and the actor's priority orders the
+    work a worker has fetched: high before default before low.
+    """
     for name, stage in STAGES.items():
-        _actor(broker, runtime, name, stage)  # an Actor declares itself on its broker
+        for queue in QUEUES:
+            _actor(broker, runtime, name, stage, queue)  # an Actor declares itself
 
 
 def _actor(
@@ -402,17 +645,18 @@ def _actor(
     runtime: WorkerRuntime,
     name: str,
     stage: Callable[..., Awaitable[None]],
+    queue: str,
 ) -> dramatiq.Actor[..., Any]:
     async def run_async(rid: str | None, *args: Any) -> None:
         token = request_id.set(rid)
         try:
             log.info("stage %s %s", name, args)
             deps = await runtime.deps()
-            try:
-                await stage(deps, *args)
-            except Exception:
-                log.exception("stage %s failed for %s", name, args)
-                await _fail_unexpected(deps, name, args)
+            await stage(deps, *args)
+        except Exception:
+            # The job stays as it was; the sweeper finds it (stalled or waiting) and
+            # runs it again, so an unexpected failure is retried like a lost worker.
+            log.exception("stage %s failed for %s", name, args)
         finally:
             request_id.reset(token)
 
@@ -423,22 +667,14 @@ def _actor(
         rid = message.options.get("request_id") if message is not None else None
         async_to_sync(run_async)(rid, *args)
 
-    run.__name__ = name
+    run.__name__ = actor_name(name, queue)
     # Retries, backoff and dead letters are the job table's business (see DESIGN §4):
     # Dramatiq must not run a stage again behind the state machine's back.
     return dramatiq.Actor(
         run,
         broker=broker,
-        actor_name=name,
-        queue_name="default",
-        priority=0,
+        actor_name=actor_name(name, queue),
+        queue_name=queue,
+        priority=PRIORITY[queue],
         options={"max_retries": 0},
     )
-
-
-async def _fail_unexpected(deps: Deps, stage: str, args: tuple[Any, ...]) -> None:
-    target = Status.IMAGE_FAILED if stage in (Stage.OPTIMIZE_PROMPT,) else Status.MODEL_FAILED
-    if stage == Stage.GENERATE_IMAGE:
-        await _settle_image(deps, args[0], None, error=RuntimeError())
-        return
-    await _fail(deps, args[0], target, "INTERNAL", "internal error")

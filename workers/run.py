@@ -16,6 +16,7 @@ from app.metrics import REGISTRY
 from app.queue import DramatiqQueue, build_broker
 from workers.requests import declare_actors
 from workers.runtime import WorkerRuntime
+from workers.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,13 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.host, registry=REGISTRY)
     worker.start()
+    loop_thread = get_event_loop_thread()
+    assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
+    sweeper = Sweeper(runtime)
+    sweeper.start(loop_thread.loop)
     log.info("worker started with %s threads", worker.worker_threads)
     stop.wait()
-    loop_thread = get_event_loop_thread()
+    sweeper.stop()
     if loop_thread is not None:
         loop_thread.run_coroutine(runtime.aclose())
     worker.stop(timeout=10_000)

@@ -60,7 +60,9 @@ class Context:
         if user is not None:
             return to_viewer(user)
         async with self.deps.db.write() as session:
-            return await viewer_for(session, claims)
+            return await viewer_for(
+                session, claims, initial_credits=self.deps.settings.initial_credits
+            )
 
     async def authenticate_connection(self) -> None:
         """Called on `connection_init`: resolves the viewer once for the whole connection."""

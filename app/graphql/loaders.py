@@ -11,7 +11,7 @@ from strawberry.dataloader import DataLoader
 
 from app.models import repository as models
 from app.requests import repository as requests
-from app.tables import GeneratedImage, GenerationRequest, Model, User
+from app.tables import GeneratedImage, GenerationJob, GenerationRequest, Model, User
 from app.users import repository as users
 
 RowT = TypeVar("RowT")
@@ -32,15 +32,27 @@ class Loaders:
         # the viewer's likes and favorites of each model, as a set of types
         self.my_interactions = DataLoader(self._my_interactions, cache=cache)
         self.images_by_request = DataLoader(self._images_by_request, cache=cache)
+        self.jobs_by_request = DataLoader(self._jobs_by_request, cache=cache)
         self.model_by_request = DataLoader(self._model_by_request, cache=cache)
         self.request_by_id = DataLoader(self._request_by_id, cache=cache)
 
     async def _images_by_request(self, ids: Sequence[str]) -> list[list[GeneratedImage]]:
+        return await self._many_each(requests.images_of, ids)
+
+    async def _jobs_by_request(self, ids: Sequence[str]) -> list[list[GenerationJob]]:
+        return await self._many_each(requests.jobs_of, ids)
+
+    async def _many_each(
+        self,
+        fetch: Callable[[AsyncSession, Sequence[str]], Awaitable[Sequence[RowT]]],
+        ids: Sequence[str],
+    ) -> list[list[RowT]]:
+        """One query for the whole batch; each request id gets its rows, in fetch order."""
         async with self._deps.db.read() as session:
-            rows = await requests.images_of(session, ids)
-        grouped: dict[str, list[GeneratedImage]] = defaultdict(list)
+            rows = await fetch(session, ids)
+        grouped: dict[str, list[RowT]] = defaultdict(list)
         for row in rows:
-            grouped[row.request_id].append(row)
+            grouped[row.request_id].append(row)  # type: ignore[attr-defined]
         return [grouped[i] for i in ids]
 
     async def _one_each(

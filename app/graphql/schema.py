@@ -6,22 +6,33 @@ import time
 from collections.abc import Iterator
 
 import strawberry
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import (
+    DisableIntrospection,
+    ParserCache,
+    SchemaExtension,
+    ValidationCache,
+)
 
 from app.graphql.context import Info
 from app.graphql.errors import LumiSchema
+from app.graphql.limits import Limits
 from app.graphql.permissions import IsAuthenticated
 from app.metrics import GRAPHQL_DURATION
 from app.models.resolvers import ModelMutations, ModelQueries
-from app.requests.resolvers import RequestMutations, RequestQueries, RequestSubscriptions
-from app.users.types import UserType
+from app.requests.resolvers import (
+    ProviderQueries,
+    RequestMutations,
+    RequestQueries,
+    RequestSubscriptions,
+)
+from app.users.types import MeType
 
 
 @strawberry.type
-class Query(RequestQueries, ModelQueries):
+class Query(RequestQueries, ModelQueries, ProviderQueries):
     @strawberry.field(description="The viewer.", permission_classes=[IsAuthenticated])
-    async def me(self, info: Info) -> UserType:
-        return UserType.from_viewer(await info.context.require_viewer())
+    async def me(self, info: Info) -> MeType:
+        return MeType(viewer=await info.context.require_viewer())
 
 
 @strawberry.type
@@ -49,7 +60,9 @@ class OperationTimer(SchemaExtension):
         GRAPHQL_DURATION.labels(kind, name).observe(time.perf_counter() - started)
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(limits: Limits | None = None, *, introspection: bool = True) -> strawberry.Schema:
+    """The schema, with the operation limits checked before any resolver runs."""
+    limits = limits or Limits()
     return LumiSchema(
         query=Query,
         mutation=Mutation,
@@ -58,6 +71,8 @@ def build_schema() -> strawberry.Schema:
         extensions=[
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            *limits.extensions(),
+            *([] if introspection else [DisableIntrospection]),
             OperationTimer,
         ],
     )

@@ -6,6 +6,8 @@ not exist. Anonymous visitors may browse public models but not act on them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Viewer
@@ -48,27 +50,42 @@ async def owned(session: AsyncSession, viewer: Viewer, model_id: str) -> Model:
     return model
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    name: str
+    key: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    """A finished model's files as stored: the main one first (GLB, or an OBJ with its
+    material and textures), and its preview image."""
+
+    format: str
+    files: list[StoredFile]
+    preview_key: str | None
+
+
 async def add_to_library(
-    unit: Unit,
-    request: GenerationRequest,
-    *,
-    file_key: str,
-    file_format: str,
-    content_type: str,
-    file_size: int,
-    preview_key: str | None,
-    provider: str,
+    unit: Unit, request: GenerationRequest, stored: StoredModel, *, provider: str
 ) -> Model:
+    main = stored.files[0]
     model = Model(
         owner_id=request.user_id,
         request_id=request.id,
         source_image_id=request.selected_image_id,
         name=model_name(request.prompt),
-        format=file_format,
-        file_key=file_key,
-        content_type=content_type,
-        preview_key=preview_key,
-        file_size=file_size,
+        format=stored.format,
+        file_key=main.key,
+        content_type=main.content_type,
+        preview_key=stored.preview_key,
+        file_size=sum(file.size for file in stored.files),
+        files=[
+            {"name": f.name, "key": f.key, "content_type": f.content_type, "size": f.size}
+            for f in stored.files
+        ],
         provider=provider,
     )
     unit.session.add(model)

@@ -52,11 +52,35 @@ class ModelType:
     def description(self) -> str | None:
         return self.row.description
 
-    @strawberry.field(description="File format of `fileUrl`, lower case: glb, obj ...")
+    @strawberry.field(
+        description="Every file of the model, the main one first: a GLB alone, or an OBJ "
+        "with its material (MTL) and textures. Each URL is signed on its own, so load the "
+        "material's textures from these URLs, not relative to the MTL."
+    )
+    def files(self, info: Info) -> list[ModelFileType]:
+        files = self.row.files or [
+            {
+                "name": f"model.{self.row.format}",
+                "key": self.row.file_key,
+                "content_type": self.row.content_type,
+                "size": self.row.file_size,
+            }
+        ]
+        return [
+            ModelFileType(
+                name=file["name"],
+                content_type=file["content_type"],
+                size=file["size"],
+                url=signed_url(info, file["key"], file["name"]),
+            )
+            for file in files
+        ]
+
+    @strawberry.field(description="File format of `fileUrl`, lower case: glb or obj.")
     def format(self) -> str:
         return self.row.format
 
-    @strawberry.field(description="Size of the model file in bytes.")
+    @strawberry.field(description="Size of the model's files in bytes, all together.")
     def file_size(self) -> int:
         return self.row.file_size
 
@@ -140,6 +164,14 @@ class ModelType:
     async def _viewer_owns(self, info: Info) -> bool:
         viewer = await info.context.viewer()
         return viewer is not None and viewer.id == self.row.owner_id
+
+
+@strawberry.type(name="ModelFile", description="One file of a 3D model.")
+class ModelFileType:
+    name: str = strawberry.field(description="File name, e.g. model.obj, material.mtl.")
+    content_type: str = strawberry.field(description="MIME type.")
+    size: int = strawberry.field(description="Size in bytes.")
+    url: str = strawberry.field(description="A signed, expiring URL of the file.")
 
 
 @strawberry.type(description="A page of models.")

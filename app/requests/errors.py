@@ -27,3 +27,7 @@ class IdempotencyKeyReused(Conflict):
 
 class RequestNotAwaitingSelection(Conflict):
     default_message = "the request is not waiting for an image selection"
+
+
+class RequestNotRetryable(Conflict):
+    default_message = "only a FAILED request can be retried"

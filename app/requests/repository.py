@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import delete, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.tables import GeneratedImage, GenerationJob, GenerationRequest, RequestEvent, utcnow
+from app.tables import (
+    DeadLetter,
+    GeneratedImage,
+    GenerationJob,
+    GenerationRequest,
+    RequestEvent,
+    utcnow,
+)
+
+# Job statuses with work still to do: claimed, waiting for a worker, or for a retry.
+OPEN_JOB_STATUSES = ("PENDING", "RUNNING", "RETRYING")
+# Request statuses that only a job moves on: without an open job such a request is stuck.
+STUCK_STATUSES = frozenset(
+    {
+        "IMAGE_PENDING",
+        "IMAGE_GENERATING",
+        "IMAGE_FAILED",
+        "MODEL_PENDING",
+        "MODEL_GENERATING",
+        "MODEL_COMPLETED",
+        "MODEL_FAILED",
+    }
+)
 
 
 async def get(
@@ -72,6 +95,18 @@ async def images_of(session: AsyncSession, request_ids: Sequence[str]) -> list[G
     return list(result.scalars())
 
 
+async def jobs_of(session: AsyncSession, request_ids: Sequence[str]) -> list[GenerationJob]:
+    query = (
+        select(GenerationJob)
+        .where(col(GenerationJob.request_id).in_(request_ids))
+        .order_by(
+            col(GenerationJob.request_id), col(GenerationJob.created_at), col(GenerationJob.id)
+        )
+    )
+    result = await session.execute(query)
+    return list(result.scalars())
+
+
 async def get_image(session: AsyncSession, image_id: str) -> GeneratedImage | None:
     return await session.get(GeneratedImage, image_id)
 
@@ -80,25 +115,36 @@ async def get_job(session: AsyncSession, job_id: str) -> GenerationJob | None:
     return await session.get(GenerationJob, job_id)
 
 
-async def claim_job(session: AsyncSession, job_id: str, kind: str) -> bool:
-    """PENDING → RUNNING in one conditional UPDATE: exactly one delivery wins the claim."""
+async def claim_job(session: AsyncSession, job: GenerationJob) -> int | None:
+    """PENDING or due RETRYING → RUNNING in one conditional UPDATE; returns the attempt.
+
+    Exactly one delivery wins: the UPDATE also requires the attempt number the caller
+    read, so the winner's attempt is a fencing token for everything it writes later.
+    """
     now = utcnow()
+    attempt = job.attempt + 1
     result = await session.execute(
         update(GenerationJob)
         .where(
-            col(GenerationJob.id) == job_id,
-            col(GenerationJob.kind) == kind,
-            col(GenerationJob.status) == "PENDING",
+            col(GenerationJob.id) == job.id,
+            col(GenerationJob.status).in_(["PENDING", "RETRYING"]),
+            col(GenerationJob.attempt) == job.attempt,
+            or_(
+                col(GenerationJob.next_attempt_at).is_(None),
+                col(GenerationJob.next_attempt_at) <= now + timedelta(seconds=1),
+            ),
         )
         .values(
             status="RUNNING",
-            attempt=GenerationJob.attempt + 1,
+            attempt=attempt,
             started_at=now,
             heartbeat_at=now,
+            next_attempt_at=None,
             updated_at=now,
         )
+        .execution_options(synchronize_session=False)
     )
-    return _one_row(result)
+    return attempt if _one_row(result) else None
 
 
 async def claim_poll(session: AsyncSession, job_id: str, poll_no: int) -> bool:
@@ -117,16 +163,121 @@ async def claim_poll(session: AsyncSession, job_id: str, poll_no: int) -> bool:
 
 
 async def finish_job(
-    session: AsyncSession, job_id: str, status: str, *, expect: str = "RUNNING", **values: Any
+    session: AsyncSession,
+    job_id: str,
+    status: str,
+    *,
+    attempt: int | None = None,
+    expect: tuple[str, ...] = ("RUNNING",),
+    **values: Any,
 ) -> bool:
-    """Moves a job from `expect` to a final `status`; False when it was not in `expect`."""
+    """`expect` → a final `status` (COMPLETED, FAILED, TIMEOUT); False when the job is not
+    in `expect`, or (given `attempt`) when a later attempt has taken it over."""
+    now = utcnow()
+    query = update(GenerationJob).where(
+        col(GenerationJob.id) == job_id, col(GenerationJob.status).in_(expect)
+    )
+    if attempt is not None:
+        query = query.where(col(GenerationJob.attempt) == attempt)
+    result = await session.execute(
+        query.values(status=status, finished_at=now, updated_at=now, heartbeat_at=now, **values)
+    )
+    return _one_row(result)
+
+
+async def unclaim_job(session: AsyncSession, job_id: str, attempt: int, *, delay: float) -> bool:
+    """Gives attempt `attempt`'s claim back: the job waits again (for a vendor slot), due
+    in `delay` seconds, as if the attempt had never started."""
     now = utcnow()
     result = await session.execute(
         update(GenerationJob)
-        .where(col(GenerationJob.id) == job_id, col(GenerationJob.status) == expect)
-        .values(status=status, finished_at=now, updated_at=now, heartbeat_at=now, **values)
+        .where(
+            col(GenerationJob.id) == job_id,
+            col(GenerationJob.status) == "RUNNING",
+            col(GenerationJob.attempt) == attempt,
+        )
+        .values(
+            status="PENDING",
+            attempt=attempt - 1,
+            next_attempt_at=now + timedelta(seconds=delay),
+            started_at=None,
+            updated_at=now,
+        )
     )
     return _one_row(result)
+
+
+async def retry_job(
+    session: AsyncSession,
+    job_id: str,
+    *,
+    attempt: int,
+    at: datetime,
+    error_code: str,
+    error_message: str,
+    expect: str = "RUNNING",
+) -> bool:
+    """`expect` → RETRYING, due at `at`; the vendor job (if any) is forgotten."""
+    now = utcnow()
+    result = await session.execute(
+        update(GenerationJob)
+        .where(
+            col(GenerationJob.id) == job_id,
+            col(GenerationJob.status) == expect,
+            col(GenerationJob.attempt) == attempt,
+        )
+        .values(
+            status="RETRYING",
+            next_attempt_at=at,
+            error_code=error_code,
+            error_message=error_message[:1000],
+            vendor_job_id=None,
+            poll_count=0,
+            updated_at=now,
+        )
+    )
+    return _one_row(result)
+
+
+async def heartbeat(session: AsyncSession, job_id: str, attempt: int) -> bool:
+    """Marks attempt `attempt` alive; False when the job is no longer that attempt's."""
+    now = utcnow()
+    result = await session.execute(
+        update(GenerationJob)
+        .where(
+            col(GenerationJob.id) == job_id,
+            col(GenerationJob.status) == "RUNNING",
+            col(GenerationJob.attempt) == attempt,
+        )
+        .values(heartbeat_at=now)
+    )
+    return _one_row(result)
+
+
+async def stalled_jobs(session: AsyncSession, before: datetime, limit: int = 200) -> list[str]:
+    """Running jobs whose heartbeat is older than `before`."""
+    result = await session.execute(
+        select(GenerationJob.id)
+        .where(col(GenerationJob.status) == "RUNNING", col(GenerationJob.heartbeat_at) < before)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def waiting_jobs(session: AsyncSession, before: datetime, limit: int = 1000) -> list[str]:
+    """Jobs waiting for a worker since before `before` (or due for their retry by then)."""
+    result = await session.execute(
+        select(GenerationJob.id)
+        .where(
+            or_(
+                (col(GenerationJob.status) == "PENDING") & (col(GenerationJob.updated_at) < before),
+                (col(GenerationJob.status) == "RETRYING")
+                & (col(GenerationJob.next_attempt_at) < before),
+            )
+        )
+        .limit(limit)
+    )
+    return list(result.scalars())
 
 
 async def set_vendor_job(
@@ -145,12 +296,12 @@ async def set_vendor_job(
     return _one_row(result)
 
 
-async def image_job_counts(session: AsyncSession, request_id: str) -> dict[str, int]:
-    """How many of a request's image jobs are in each status."""
+async def image_counts(session: AsyncSession, request_id: str) -> dict[str, int]:
+    """How many of a request's images are in each status."""
     query = (
-        select(GenerationJob.status, func.count())
-        .where(col(GenerationJob.request_id) == request_id, col(GenerationJob.kind) == "IMAGE")
-        .group_by(col(GenerationJob.status))
+        select(GeneratedImage.status, func.count())
+        .where(col(GeneratedImage.request_id) == request_id)
+        .group_by(col(GeneratedImage.status))
     )
     result = await session.execute(query)
     return {status: count for status, count in result}
@@ -176,7 +327,7 @@ async def cancel_open_jobs(session: AsyncSession, request_id: str) -> None:
         update(GenerationJob)
         .where(
             col(GenerationJob.request_id) == request_id,
-            col(GenerationJob.status).in_(["PENDING", "RUNNING", "RETRYING"]),
+            col(GenerationJob.status).in_(OPEN_JOB_STATUSES),
         )
         .values(status="CANCELLED", finished_at=now, updated_at=now)
     )
@@ -241,3 +392,77 @@ async def by_idempotency_key(
         )
     )
     return result.scalar_one_or_none()
+
+
+async def delete_dead_letters(session: AsyncSession, request_id: str) -> None:
+    await session.execute(delete(DeadLetter).where(col(DeadLetter.request_id) == request_id))
+
+
+def _open_jobs_of(request_id: Any) -> Any:
+    return (
+        select(GenerationJob.id)
+        .where(
+            col(GenerationJob.request_id) == request_id,
+            col(GenerationJob.status).in_(OPEN_JOB_STATUSES),
+        )
+        .exists()
+    )
+
+
+async def has_open_jobs(session: AsyncSession, request_id: str) -> bool:
+    result = await session.execute(select(_open_jobs_of(request_id)))
+    return bool(result.scalar())
+
+
+async def requests_without_open_jobs(
+    session: AsyncSession, before: datetime, limit: int = 200
+) -> list[str]:
+    """Requests in a status only a job moves on, unchanged since `before`, with no job."""
+    result = await session.execute(
+        select(GenerationRequest.id)
+        .where(
+            col(GenerationRequest.status).in_(STUCK_STATUSES),
+            col(GenerationRequest.updated_at) < before,
+            ~_open_jobs_of(GenerationRequest.id),
+        )
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def waiting_in_queue(session: AsyncSession, queue: str) -> list[str]:
+    """Jobs waiting for a worker (or a retry) whose request's work goes to `queue`."""
+    result = await session.execute(
+        select(GenerationJob.id)
+        .join(GenerationRequest, col(GenerationRequest.id) == col(GenerationJob.request_id))
+        .where(
+            col(GenerationJob.status).in_(["PENDING", "RETRYING"]),
+            col(GenerationRequest.priority) == queue,
+        )
+    )
+    return list(result.scalars())
+
+
+async def dead_letters(session: AsyncSession, limit: int = 100) -> list[DeadLetter]:
+    result = await session.execute(
+        select(DeadLetter).order_by(col(DeadLetter.created_at), col(DeadLetter.id)).limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def purge_dead_letters(session: AsyncSession) -> int:
+    result = await session.execute(delete(DeadLetter))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def jobs_by_queue(session: AsyncSession) -> dict[tuple[str, str, str], int]:
+    """Job counts per (queue, kind, status); a job's queue is its request's priority."""
+    query = (
+        select(GenerationRequest.priority, GenerationJob.kind, GenerationJob.status, func.count())
+        .join(GenerationRequest, col(GenerationRequest.id) == col(GenerationJob.request_id))
+        .group_by(
+            col(GenerationRequest.priority), col(GenerationJob.kind), col(GenerationJob.status)
+        )
+    )
+    rows = await session.execute(query)
+    return {(queue, kind, status): count for queue, kind, status, count in rows}

@@ -20,6 +20,10 @@ from app.requests.types import (
     CreateRequestInput,
     GenerationRequestConnection,
     GenerationRequestType,
+    JobStatus,
+    ModelFormat,
+    ProviderKind,
+    ProviderType,
     RequestEvent,
     RequestStatus,
 )
@@ -41,8 +45,16 @@ def to_event(row: EventRow) -> RequestEvent:
         error_code=row.error_code,
         image_id=strawberry.ID(row.image_id) if row.image_id else None,
         model_id=strawberry.ID(row.model_id) if row.model_id else None,
+        job_id=strawberry.ID(row.job_id) if row.job_id else None,
+        job_status=JobStatus(row.job_status) if row.job_status else None,
+        attempt=row.attempt,
+        next_attempt_at=row.next_attempt_at,
         created_at=row.created_at,
     )
+
+
+def _policy(info: Info) -> service.Policy:
+    return service.Policy.from_settings(info.context.deps.settings)
 
 
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
@@ -103,6 +115,21 @@ class RequestQueries:
 
 
 @strawberry.type
+class ProviderQueries:
+    @strawberry.field(
+        description="The vendors this gateway is configured with, per kind, in failover order."
+    )
+    def available_providers(self, info: Info) -> list[ProviderType]:
+        settings = info.context.deps.settings
+        found = []
+        for kind in ProviderKind:
+            for position, name in enumerate(settings.chain(kind.value)):
+                formats = [ModelFormat.GLB, ModelFormat.OBJ] if kind is ProviderKind.MODEL else []
+                found.append(ProviderType(name=name, kind=kind, position=position, formats=formats))
+        return found
+
+
+@strawberry.type
 class RequestMutations:
     @strawberry.mutation(
         description="Submit a prompt. Progress arrives through `requestUpdates`.",
@@ -118,13 +145,20 @@ class RequestMutations:
             auto_model=input.auto_model,
             image_size=deps.settings.image_size,
             idempotency_key=input.idempotency_key,
+            priority=input.priority.value,
+            image_provider=input.image_provider,
+            model_provider=input.model_provider,
+            model_format=input.model_format.value,
         )
         async with deps.unit() as unit:
-            row = await service.create_request(unit, viewer, new)
+            row = await service.create_request(unit, viewer, new, _policy(info))
         return GenerationRequestType(row=row)
 
     @strawberry.mutation(
-        description="Pick the image to turn into a 3D model (status IMAGE_COMPLETED).",
+        description=(
+            "Pick the image to turn into a 3D model: when the images are ready, or after a "
+            "3D attempt failed. Pays for the model (INSUFFICIENT_CREDITS when short)."
+        ),
         permission_classes=[IsAuthenticated],
     )
     async def select_image(
@@ -132,7 +166,20 @@ class RequestMutations:
     ) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         async with info.context.deps.unit() as unit:
-            row = await service.select_image(unit, viewer, request_id, image_id)
+            row = await service.select_image(unit, viewer, request_id, image_id, _policy(info))
+        return GenerationRequestType(row=row)
+
+    @strawberry.mutation(
+        description=(
+            "Resume a FAILED request from the step that failed; images already made are "
+            "kept. Pays again for what is made again (INSUFFICIENT_CREDITS when short)."
+        ),
+        permission_classes=[IsAuthenticated],
+    )
+    async def retry_request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
+        viewer = await info.context.require_viewer()
+        async with info.context.deps.unit() as unit:
+            row = await service.retry_request(unit, viewer, id, _policy(info))
         return GenerationRequestType(row=row)
 
     @strawberry.mutation(
@@ -164,7 +211,7 @@ class RequestSubscriptions:
     @strawberry.subscription(
         description=(
             "Every event of one request after `afterSeq`, in order, once; ends after a "
-            "resting status (COMPLETED, FAILED, CANCELLED, IMAGE_FAILED, MODEL_FAILED)."
+            "final status (COMPLETED, FAILED, CANCELLED)."
         ),
         permission_classes=[IsAuthenticated],
     )

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from app.auth import Viewer
-from app.errors import BadUserInput
+from app.config import Settings
+from app.credits import service as credits
+from app.errors import BadUserInput, Forbidden, InsufficientCredits
 from app.metrics import PHASE_DURATION
 from app.queue import StageMessage
 from app.requests import repository
@@ -23,9 +26,17 @@ from app.requests.errors import (
     RequestNotAwaitingSelection,
     RequestNotCancellable,
     RequestNotFound,
+    RequestNotRetryable,
 )
 from app.requests.stages import RESTING, Phase, RequestState, Status, advance, initial_state
-from app.tables import GeneratedImage, GenerationJob, GenerationRequest, RequestEvent, utcnow
+from app.tables import (
+    GeneratedImage,
+    GenerationJob,
+    GenerationRequest,
+    RequestEvent,
+    User,
+    utcnow,
+)
 from app.unit import Unit
 from app.users import repository as users
 
@@ -33,6 +44,9 @@ MAX_PROMPT = 2000
 MAX_IMAGES = 4
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PRIORITIES = ("high", "default", "low")
+MODEL_FORMATS = ("glb", "obj")
+_FAILURES = frozenset({Status.IMAGE_FAILED, Status.MODEL_FAILED, Status.FAILED})
 
 # Where each stage sits on the request's one 0-100 progress figure.
 PROGRESS_OPTIMIZING = 2.0
@@ -53,6 +67,39 @@ class Stage:
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """What the settings decide about requests: prices and who may jump the queue."""
+
+    image_price: int = 1
+    model_price: int = 5
+    high_priority_roles: frozenset[str] = frozenset({"admin"})
+    image_providers: tuple[str, ...] = ("local",)
+    model_providers: tuple[str, ...] = ("local",)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            image_price=settings.image_credit_cost,
+            model_price=settings.model_credit_cost,
+            high_priority_roles=settings.high_priority_role_set,
+            image_providers=tuple(settings.chain("image")),
+            model_providers=tuple(settings.chain("model")),
+        )
+
+    def check_providers(self, new: NewRequest) -> None:
+        """An unknown or unconfigured vendor is BAD_USER_INPUT naming the configured ones."""
+        for name, known, field in (
+            (new.image_provider, self.image_providers, "imageProvider"),
+            (new.model_provider, self.model_providers, "modelProvider"),
+        ):
+            if name is not None and name not in known:
+                raise BadUserInput(
+                    f"{field} {name!r} is not configured; configured: {', '.join(known)}",
+                    field=field,
+                )
+
+
+@dataclass(frozen=True, slots=True)
 class NewRequest:
     prompt: str
     image_count: int = 4
@@ -60,6 +107,10 @@ class NewRequest:
     auto_model: bool = False
     image_size: int = 512
     idempotency_key: str | None = None
+    priority: str = "default"
+    image_provider: str | None = None
+    model_provider: str | None = None
+    model_format: str = "glb"
 
     def same_as(self, request: GenerationRequest) -> bool:
         """Whether `request` was created from this very input."""
@@ -68,11 +119,19 @@ class NewRequest:
             request.image_count,
             request.optimize_prompt,
             request.auto_model,
+            request.priority,
+            request.image_provider,
+            request.model_provider,
+            request.model_format,
         ) == (
             self.prompt,
             self.image_count,
             self.optimize_prompt,
             self.auto_model,
+            self.priority,
+            self.image_provider,
+            self.model_provider,
+            self.model_format,
         )
 
 
@@ -95,6 +154,10 @@ def validate(new: NewRequest) -> NewRequest:
         raise BadUserInput(
             "idempotencyKey must be 1-128 letters, digits or . _ : -", field="idempotencyKey"
         )
+    if new.priority not in PRIORITIES:
+        raise BadUserInput("priority must be high, default or low", field="priority")
+    if new.model_format not in MODEL_FORMATS:
+        raise BadUserInput("modelFormat must be glb or obj", field="modelFormat")
     return replace(new, prompt=prompt)
 
 
@@ -145,6 +208,7 @@ async def transition(
     error_code: str | None = None,
     image_id: str | None = None,
     model_id: str | None = None,
+    job: JobNote | None = None,
 ) -> RequestEvent:
     """The one place a request's status, step or progress changes; writes its event row.
 
@@ -163,7 +227,7 @@ async def transition(
     request.updated_at = now
     if target in RESTING:
         request.completed_at = request.updated_at
-    if error_code is not None:
+    if error_code is not None and target in _FAILURES:
         request.error_code, request.error_message = error_code, (message or "")[:1000]
     return await _append_event(
         unit,
@@ -173,18 +237,54 @@ async def transition(
         error_code=error_code,
         image_id=image_id,
         model_id=model_id,
+        **(job.detail() if job else {}),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JobNote:
+    """The job an event is about, as the event shows it (a retry shows RETRYING)."""
+
+    job_id: str
+    status: str
+    attempt: int
+    next_attempt_at: datetime | None = None
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "job_status": self.status,
+            "attempt": self.attempt,
+            "next_attempt_at": self.next_attempt_at,
+        }
+
+
+def stage_message(
+    request: GenerationRequest, stage: str, *args: Any, delay: float = 0.0
+) -> StageMessage:
+    """A message for `stage`, on the queue of the request's priority."""
+    return StageMessage(stage, args, delay_seconds=delay, queue=request.priority)
 
 
 def _new_job(request_id: str, kind: str, image_id: str | None = None) -> GenerationJob:
     return GenerationJob(request_id=request_id, kind=kind, image_id=image_id)
 
 
-async def create_request(unit: Unit, viewer: Viewer, new: NewRequest) -> GenerationRequest:
+async def create_request(
+    unit: Unit, viewer: Viewer, new: NewRequest, policy: Policy = Policy()
+) -> GenerationRequest:
+    """Creates the request and pays for its images (and its model, in auto mode).
+
+    INSUFFICIENT_CREDITS, and nothing written, when the balance is short.
+    """
     new = validate(new)
+    policy.check_providers(new)
+    if new.priority == "high" and viewer.role not in policy.high_priority_roles:
+        raise Forbidden("priority high is reserved to some roles", field="priority")
     # Lock the owner before inserting rows that refer to it (see workers.requests._locked);
     # the lock also makes concurrent creations with one idempotency key take turns.
-    await users.get(unit.session, viewer.id, for_update=True)
+    user = await users.get(unit.session, viewer.id, for_update=True)
+    assert user is not None, "a viewer is a user"
     if new.idempotency_key is not None:
         earlier = await repository.by_idempotency_key(unit.session, viewer.id, new.idempotency_key)
         if earlier is not None:
@@ -206,14 +306,74 @@ async def create_request(unit: Unit, viewer: Viewer, new: NewRequest) -> Generat
         progress=state.progress,
         seq=state.seq,
         idempotency_key=new.idempotency_key,
+        priority=new.priority,
+        image_provider=new.image_provider,
+        model_provider=new.model_provider,
+        model_format=new.model_format,
     )
     unit.session.add(request)
-    await unit.session.flush()  # the job and the event refer to the request row
+    await unit.session.flush()  # the job, the event and the ledger refer to the request row
+    await _pay(unit, user, request, policy, images=new.image_count, model=new.auto_model)
     job = _new_job(request.id, "PROMPT")
     unit.session.add(job)
     await _append_event(unit, request, state, message="request received")
-    unit.messages.append(StageMessage(Stage.OPTIMIZE_PROMPT, (job.id,)))
+    unit.messages.append(stage_message(request, Stage.OPTIMIZE_PROMPT, job.id))
     return request
+
+
+async def _pay(
+    unit: Unit,
+    user: User,
+    request: GenerationRequest,
+    policy: Policy,
+    *,
+    images: int = 0,
+    model: bool = False,
+) -> None:
+    """Debits the images and the model about to be made, in one go (both or neither)."""
+    key = f"debit:{request.id}:{request.seq}"
+    total = images * policy.image_price + (policy.model_price if model else 0)
+    if total > user.credits:
+        raise InsufficientCredits(required=total, balance=user.credits)
+    if images:
+        await credits.debit(
+            unit.session,
+            user,
+            images * policy.image_price,
+            reason=credits.IMAGES,
+            quantity=images,
+            request_id=request.id,
+            key=f"{key}:{credits.IMAGES}",
+        )
+    if model:
+        await credits.debit(
+            unit.session,
+            user,
+            policy.model_price,
+            reason=credits.MODEL,
+            quantity=1,
+            request_id=request.id,
+            key=f"{key}:{credits.MODEL}",
+        )
+
+
+async def _refund(
+    unit: Unit,
+    request: GenerationRequest,
+    *,
+    reasons: tuple[str, ...] = (credits.IMAGES, credits.MODEL),
+) -> None:
+    """Gives back what the request paid for and did not deliver; keyed by its event number."""
+    user = await users.get(unit.session, request.user_id, for_update=True)
+    assert user is not None
+    await credits.refund_undelivered(
+        unit.session,
+        user,
+        request.id,
+        key=f"refund:{request.id}:{request.seq}",
+        model_delivered=request.status == Status.COMPLETED,
+        reasons=reasons,
+    )
 
 
 async def get_request(unit_or_session: Unit, viewer: Viewer, request_id: str) -> GenerationRequest:
@@ -239,7 +399,7 @@ async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str
         )
         job = _new_job(request.id, "IMAGE", image.id)
         unit.session.add_all([image, job])
-        unit.messages.append(StageMessage(Stage.GENERATE_IMAGE, (job.id,)))
+        unit.messages.append(stage_message(request, Stage.GENERATE_IMAGE, job.id))
     await transition(
         unit,
         request,
@@ -249,12 +409,21 @@ async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str
     )
 
 
-async def settle_images(unit: Unit, request: GenerationRequest, image: GeneratedImage) -> None:
-    """After one image finished or failed: report it, and close the phase when all are done."""
-    counts = await repository.image_job_counts(unit.session, request.id)
+async def settle_images(
+    unit: Unit,
+    request: GenerationRequest,
+    image: GeneratedImage,
+    failure: tuple[str, str] | None = None,
+) -> None:
+    """After one image finished or failed: report it, and close the phase when all are done.
+
+    Images that failed for good are refunded when the phase closes; when none succeeded
+    the request fails (and everything it paid for is refunded).
+    """
+    counts = await repository.image_counts(unit.session, request.id)
     total = sum(counts.values())
     done = counts.get("COMPLETED", 0)
-    finished = done + counts.get("FAILED", 0) + counts.get("CANCELLED", 0)
+    finished = done + counts.get("FAILED", 0)
     span = PROGRESS_IMAGES_END - PROGRESS_IMAGES_START
     ok = image.status == "COMPLETED"
     await transition(
@@ -269,15 +438,12 @@ async def settle_images(unit: Unit, request: GenerationRequest, image: Generated
     if finished < total:
         return
     if done == 0:
-        await transition(
-            unit,
-            request,
-            Status.IMAGE_FAILED,
-            step="image generation failed",
-            error_code="IMAGE_GENERATION_FAILED",
-            message="no image could be generated",
-        )
+        code, reason = failure or ("IMAGE_GENERATION_FAILED", "unknown")
+        message = f"no image could be generated: {reason}"
+        await fail_request(unit, request, Status.IMAGE_FAILED, code=code, message=message)
         return
+    if done < total:
+        await _refund(unit, request, reasons=(credits.IMAGES,))
     step = "images ready" if request.auto_model else "awaiting image selection"
     await transition(unit, request, Status.IMAGE_COMPLETED, step=step, progress=PROGRESS_IMAGES_END)
     if request.auto_model:
@@ -287,8 +453,20 @@ async def settle_images(unit: Unit, request: GenerationRequest, image: Generated
 
 
 async def start_model_phase(
-    unit: Unit, request: GenerationRequest, image: GeneratedImage, *, step: str
+    unit: Unit,
+    request: GenerationRequest,
+    image: GeneratedImage,
+    *,
+    step: str,
+    policy: Policy | None = None,
 ) -> None:
+    """Queues the 3D job for `image`. With a `policy` the model is paid for first, unless
+    a model already paid for is still owed (auto mode pays for it at creation)."""
+    if policy is not None:
+        user = await users.get(unit.session, request.user_id, for_update=True)
+        assert user is not None
+        owed = await credits.units_owed(unit.session, request.id, credits.MODEL)
+        await _pay(unit, user, request, policy, model=owed < 1)
     request.selected_image_id = image.id
     request.error_code = request.error_message = None
     job = _new_job(request.id, "MODEL", image.id)
@@ -301,12 +479,14 @@ async def start_model_phase(
         progress=PROGRESS_IMAGES_END,
         image_id=image.id,
     )
-    unit.messages.append(StageMessage(Stage.START_MODEL, (job.id,)))
+    unit.messages.append(stage_message(request, Stage.START_MODEL, job.id))
 
 
 async def select_image(
-    unit: Unit, viewer: Viewer, request_id: str, image_id: str
+    unit: Unit, viewer: Viewer, request_id: str, image_id: str, policy: Policy = Policy()
 ) -> GenerationRequest:
+    """Starts the 3D model from the chosen image: after the images are ready, or after a
+    3D attempt failed (then any completed image may be picked). Pays for the model."""
     check_id(request_id, "requestId")
     check_id(image_id, "imageId")
     request = await repository.get_owned(unit.session, request_id, viewer.id, for_update=True)
@@ -315,17 +495,105 @@ async def select_image(
     image = await repository.get_image(unit.session, image_id)
     if image is None or image.request_id != request.id:
         raise ImageNotFound()
-    if request.status not in (Status.IMAGE_COMPLETED, Status.MODEL_FAILED):
+    model_failed = request.status == Status.FAILED and request.phase == Phase.MODEL_GENERATION
+    if request.status != Status.IMAGE_COMPLETED and not model_failed:
         raise RequestNotAwaitingSelection(status=request.status)
     if image.status != "COMPLETED":
         raise ImageNotSelectable("only a completed image can be selected")
-    await start_model_phase(unit, request, image, step="image selected")
+    await start_model_phase(unit, request, image, step="image selected", policy=policy)
+    await _clear_dead_letters(unit, request.id)
     return request
+
+
+async def fail_request(
+    unit: Unit, request: GenerationRequest, stage_failed: Status, *, code: str, message: str
+) -> None:
+    """A stage failed for good: say which (IMAGE_FAILED or MODEL_FAILED), then FAILED,
+    refunding what the request paid for and did not deliver."""
+    step = (
+        "image generation failed" if stage_failed is Status.IMAGE_FAILED else "3D generation failed"
+    )
+    if request.status != stage_failed:
+        await transition(unit, request, stage_failed, step=step, error_code=code, message=message)
+    await transition(unit, request, Status.FAILED, step=step, error_code=code, message=message)
+    await _refund(unit, request)
+
+
+async def fail_stuck(unit: Unit, request: GenerationRequest) -> None:
+    """A request no job can move on any more (found by the sweeper) fails, so its owner
+    gets the refund and may retry it."""
+    message = "the request stopped making progress"
+    await transition(
+        unit, request, Status.FAILED, step="stalled", error_code="STALLED", message=message
+    )
+    await _refund(unit, request)
+
+
+async def retry_request(
+    unit: Unit, viewer: Viewer | None, request_id: str, policy: Policy = Policy()
+) -> GenerationRequest:
+    """Resumes a FAILED request from the step that failed; finished images are kept.
+
+    `viewer` None is an operator (`lumi queue requeue`). Pays again for what will be
+    made again: it was refunded when the request failed.
+    """
+    check_id(request_id, "id")
+    if viewer is None:
+        request = await repository.get(unit.session, request_id, for_update=True)
+    else:
+        request = await repository.get_owned(unit.session, request_id, viewer.id, for_update=True)
+    if request is None:
+        raise RequestNotFound()
+    if request.status != Status.FAILED:
+        raise RequestNotRetryable(status=request.status)
+    user = await users.get(unit.session, request.user_id, for_update=True)
+    assert user is not None
+    if request.phase == Phase.MODEL_GENERATION and request.selected_image_id:
+        image = await repository.get_image(unit.session, request.selected_image_id)
+        assert image is not None
+        await start_model_phase(unit, request, image, step="retrying 3D generation", policy=policy)
+    elif request.phase == Phase.IMAGE_GENERATION and request.optimized_prompts is None:
+        await _pay(
+            unit, user, request, policy, images=request.image_count, model=request.auto_model
+        )
+        job = _new_job(request.id, "PROMPT")
+        unit.session.add(job)
+        request.error_code = request.error_message = None
+        await transition(unit, request, Status.IMAGE_PENDING, step="retrying")
+        unit.messages.append(stage_message(request, Stage.OPTIMIZE_PROMPT, job.id))
+    elif request.phase == Phase.IMAGE_GENERATION:
+        images = await repository.images_of(unit.session, [request.id])
+        failed = [image for image in images if image.status == "FAILED"]
+        if not failed:
+            raise RequestNotRetryable(status=request.status)
+        await _pay(unit, user, request, policy, images=len(failed), model=request.auto_model)
+        request.error_code = request.error_message = None
+        for image in failed:
+            image.status = "PENDING"
+            job = _new_job(request.id, "IMAGE", image.id)
+            unit.session.add(job)
+            unit.messages.append(stage_message(request, Stage.GENERATE_IMAGE, job.id))
+        await transition(
+            unit,
+            request,
+            Status.IMAGE_GENERATING,
+            step=f"retrying {len(failed)} image{'s' if len(failed) > 1 else ''}",
+        )
+    else:
+        raise RequestNotRetryable(status=request.status)
+    await _clear_dead_letters(unit, request.id)
+    return request
+
+
+async def _clear_dead_letters(unit: Unit, request_id: str) -> None:
+    """The work of a request resumed is no longer dead: its letters go."""
+    await repository.delete_dead_letters(unit.session, request_id)
 
 
 async def cancel_request(unit: Unit, viewer: Viewer, request_id: str) -> GenerationRequest:
     """Stops a request at once: CANCELLED is committed and published now, and every stage
-    still running finds it so when its provider call returns, and does nothing more."""
+    still running finds it so when its provider call returns, and does nothing more.
+    What was paid for and not delivered is refunded."""
     check_id(request_id, "id")
     request = await repository.get_owned(unit.session, request_id, viewer.id, for_update=True)
     if request is None:
@@ -339,6 +607,7 @@ async def cancel_request(unit: Unit, viewer: Viewer, request_id: str) -> Generat
 async def _cancel(unit: Unit, request: GenerationRequest, *, step: str) -> None:
     await transition(unit, request, Status.CANCELLED, step=step)
     await repository.cancel_open_jobs(unit.session, request.id)
+    await _refund(unit, request)
 
 
 async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> str:

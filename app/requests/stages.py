@@ -34,20 +34,21 @@ class Phase(StrEnum):
 S = Status
 
 # Statuses after which nothing happens without a user's action: subscriptions end there.
-# IMAGE_FAILED and MODEL_FAILED rest until a retry (or a new selection) moves them on.
+# IMAGE_FAILED and MODEL_FAILED say which stage failed; FAILED follows them in the same
+# transaction (refunding what was not delivered), and `retryRequest` resumes from it.
 FINAL: frozenset[Status] = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
-RESTING: frozenset[Status] = FINAL | {S.IMAGE_FAILED, S.MODEL_FAILED}
+RESTING: frozenset[Status] = FINAL
 
 _ANY_ACTIVE = frozenset(Status) - FINAL
 
 # to-status → the statuses it may be entered from. A status may also "advance" to
 # itself: that is a progress step inside it (a new step name or a higher figure).
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    S.IMAGE_PENDING: frozenset(),
-    S.IMAGE_GENERATING: frozenset({S.IMAGE_PENDING, S.IMAGE_FAILED}),
+    S.IMAGE_PENDING: frozenset({S.FAILED}),
+    S.IMAGE_GENERATING: frozenset({S.IMAGE_PENDING, S.FAILED}),
     S.IMAGE_COMPLETED: frozenset({S.IMAGE_GENERATING}),
     S.IMAGE_FAILED: frozenset({S.IMAGE_PENDING, S.IMAGE_GENERATING}),
-    S.MODEL_PENDING: frozenset({S.IMAGE_COMPLETED, S.MODEL_FAILED}),
+    S.MODEL_PENDING: frozenset({S.IMAGE_COMPLETED, S.FAILED}),
     S.MODEL_GENERATING: frozenset({S.MODEL_PENDING}),
     S.MODEL_COMPLETED: frozenset({S.MODEL_GENERATING}),
     S.MODEL_FAILED: frozenset({S.MODEL_PENDING, S.MODEL_GENERATING}),
@@ -56,8 +57,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.CANCELLED: _ANY_ACTIVE,
 }
 
-# Statuses that may repeat as progress steps. Resting ones may not: a step inside
-# IMAGE_FAILED would be an event nobody waits for.
+# Statuses that may repeat as progress steps (a retry, a new figure). Final ones and
+# the stage failures may not: a step there would be an event nobody waits for.
 _STEPPABLE = frozenset({S.IMAGE_PENDING, S.IMAGE_GENERATING, S.MODEL_PENDING, S.MODEL_GENERATING})
 
 _PHASE_OF: dict[Status, Phase] = {

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.bus import EventBus
 from app.db import Database
 from app.tables import RequestEvent
+from app.tables.base import UtcDateTime
 
 Fetch = Callable[[AsyncSession, int], Awaitable[list[RequestEvent]]]
 BATCH = 500
@@ -33,9 +34,19 @@ class Follow:
     is_last: Callable[[RequestEvent], bool]
 
 
+_TIMES = tuple(
+    column.name
+    for column in RequestEvent.__table__.columns  # type: ignore[attr-defined]
+    if isinstance(column.type, UtcDateTime)
+)
+
+
 def event_from_payload(payload: dict[str, Any]) -> RequestEvent:
+    """An event row from its published JSON (table models do not parse their input)."""
     values = dict(payload)
-    values["created_at"] = datetime.fromisoformat(values["created_at"])
+    for name in _TIMES:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
     return RequestEvent(**values)
 
 

@@ -11,7 +11,7 @@ from app.graphql.context import Info
 from app.graphql.pagination import Edge, PageInfo
 from app.models.types import ModelType, signed_url
 from app.requests import stages
-from app.tables import GeneratedImage, GenerationRequest
+from app.tables import GeneratedImage, GenerationJob, GenerationRequest
 
 RequestStatus = strawberry.enum(
     stages.Status, name="RequestStatus", description="Where a request is in its lifecycle."
@@ -65,6 +65,109 @@ class GeneratedImageType:
     def content_type(self) -> str | None:
         return self.row.content_type
 
+    @strawberry.field(description="The vendor that made it, once generated.")
+    def provider(self) -> str | None:
+        return self.row.provider
+
+
+@strawberry.enum(description="Queue a request's work waits in; HIGH is reserved to some roles.")
+class RequestPriority(Enum):
+    HIGH = "high"
+    DEFAULT = "default"
+    LOW = "low"
+
+
+@strawberry.enum(description="3D file formats.")
+class ModelFormat(Enum):
+    GLB = "glb"
+    OBJ = "obj"
+
+
+@strawberry.enum(description="What a provider does.")
+class ProviderKind(Enum):
+    LLM = "llm"
+    IMAGE = "image"
+    MODEL = "model"
+
+
+@strawberry.type(name="Provider", description="A configured vendor, in failover order.")
+class ProviderType:
+    name: str = strawberry.field(description="Pass it as `imageProvider`/`modelProvider`.")
+    kind: ProviderKind = strawberry.field(description="What it makes.")
+    position: int = strawberry.field(
+        description="Place in its kind's failover chain, from 0 (the first choice)."
+    )
+    formats: list[ModelFormat] = strawberry.field(
+        description="3D formats it delivers (empty for LLM and image vendors)."
+    )
+
+
+@strawberry.enum(description="Status of one unit of provider work.")
+class JobStatus(Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+
+
+@strawberry.enum(description="What a job does.")
+class JobKind(Enum):
+    PROMPT = "PROMPT"
+    IMAGE = "IMAGE"
+    MODEL = "MODEL"
+
+
+@strawberry.type(
+    name="GenerationJob",
+    description="One unit of provider work of a request: optimizing the prompt, one image, "
+    "one 3D model. A transient failure shows RETRYING with the time of the next attempt.",
+)
+class GenerationJobType:
+    row: strawberry.Private[GenerationJob]
+
+    @strawberry.field(description="Stable id of the job.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(self.row.id)
+
+    @strawberry.field(description="PROMPT, IMAGE or MODEL.")
+    def kind(self) -> JobKind:
+        return JobKind(self.row.kind)
+
+    @strawberry.field(description="Where the job is.")
+    def status(self) -> JobStatus:
+        return JobStatus(self.row.status)
+
+    @strawberry.field(description="Attempts started so far, from 1 once it ran.")
+    def attempt(self) -> int:
+        return self.row.attempt
+
+    @strawberry.field(description="When a RETRYING job runs again (UTC).")
+    def next_attempt_at(self) -> datetime | None:
+        return self.row.next_attempt_at if self.row.status == "RETRYING" else None
+
+    @strawberry.field(description="Why the last attempt failed, for machines.")
+    def error_code(self) -> str | None:
+        return self.row.error_code
+
+    @strawberry.field(description="Why the last attempt failed, for people.")
+    def error_message(self) -> str | None:
+        return self.row.error_message
+
+    @strawberry.field(description="The image this job makes, or turns into a model.")
+    def image_id(self) -> strawberry.ID | None:
+        return strawberry.ID(self.row.image_id) if self.row.image_id else None
+
+    @strawberry.field(description="The provider that ran it, once known.")
+    def provider(self) -> str | None:
+        return self.row.provider
+
+    @strawberry.field(description="When it was created (UTC).")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
 
 @strawberry.type(name="GenerationRequest", description="A prompt on its way to a 3D model.")
 class GenerationRequestType:
@@ -93,6 +196,22 @@ class GenerationRequestType:
     @strawberry.field(description="Whether the first finished image goes to 3D unasked.")
     def auto_model(self) -> bool:
         return self.row.auto_model
+
+    @strawberry.field(description="The image vendor asked for; null: the configured chain.")
+    def image_provider(self) -> str | None:
+        return self.row.image_provider
+
+    @strawberry.field(description="The 3D vendor asked for; null: the configured chain.")
+    def model_provider(self) -> str | None:
+        return self.row.model_provider
+
+    @strawberry.field(description="The 3D format asked for.")
+    def model_format(self) -> ModelFormat:
+        return ModelFormat(self.row.model_format)
+
+    @strawberry.field(description="Queue its work waits in.")
+    def priority(self) -> RequestPriority:
+        return RequestPriority(self.row.priority)
 
     @strawberry.field(description="Current status.")
     def status(self) -> RequestStatus:  # type: ignore[valid-type]
@@ -139,7 +258,7 @@ class GenerationRequestType:
     def updated_at(self) -> datetime:
         return self.row.updated_at
 
-    @strawberry.field(description="When the request reached a resting status (UTC).")
+    @strawberry.field(description="When the request reached a final status (UTC).")
     def completed_at(self) -> datetime | None:
         return self.row.completed_at
 
@@ -147,6 +266,11 @@ class GenerationRequestType:
     async def images(self, info: Info) -> list[GeneratedImageType]:
         rows = await info.context.loaders.images_by_request.load(self.row.id)
         return [GeneratedImageType(row=row) for row in rows]
+
+    @strawberry.field(description="Its units of provider work, oldest first, retries included.")
+    async def jobs(self, info: Info) -> list[GenerationJobType]:
+        rows = await info.context.loaders.jobs_by_request.load(self.row.id)
+        return [GenerationJobType(row=row) for row in rows]
 
     @strawberry.field(description="The 3D model this request produced, once COMPLETED.")
     async def model(self, info: Info) -> ModelType | None:
@@ -176,6 +300,14 @@ class RequestEvent:
     error_code: str | None = strawberry.field(description="Failure reason, on failures.")
     image_id: strawberry.ID | None = strawberry.field(description="The image it concerns.")
     model_id: strawberry.ID | None = strawberry.field(description="The model it produced.")
+    job_id: strawberry.ID | None = strawberry.field(description="The job it concerns, if one.")
+    job_status: JobStatus | None = strawberry.field(
+        description="That job's status: RETRYING when a transient failure will be retried."
+    )
+    attempt: int | None = strawberry.field(description="That job's attempt number.")
+    next_attempt_at: datetime | None = strawberry.field(
+        description="When a RETRYING job runs again (UTC)."
+    )
     created_at: datetime = strawberry.field(description="When it happened (UTC).")
 
     @strawberry.field(description="The request as it is now (not as of this event).")
@@ -193,6 +325,22 @@ class CreateRequestInput:
     )
     auto_model: bool = strawberry.field(
         default=False, description="Build the 3D model from the first image without asking."
+    )
+    image_provider: str | None = strawberry.field(
+        default=None,
+        description="An image vendor from `availableProviders` (no failover to others); "
+        "null: the configured chain.",
+    )
+    model_provider: str | None = strawberry.field(
+        default=None,
+        description="A 3D vendor from `availableProviders`; null: the configured chain.",
+    )
+    model_format: ModelFormat = strawberry.field(
+        default=ModelFormat.GLB, description="GLB (one file) or OBJ (with MTL and texture)."
+    )
+    priority: RequestPriority = strawberry.field(
+        default=RequestPriority.DEFAULT,
+        description="Which queue its work waits in; HIGH is FORBIDDEN without a role for it.",
     )
     idempotency_key: str | None = strawberry.field(
         default=None,

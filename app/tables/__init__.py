@@ -1,6 +1,8 @@
 """SQLModel tables, one file each. Importing this package registers them all on `metadata`."""
 
 from app.tables.base import metadata, new_id, utcnow
+from app.tables.credit_entry import CreditEntry
+from app.tables.dead_letter import DeadLetter
 from app.tables.generated_image import GeneratedImage
 from app.tables.generation_job import GenerationJob
 from app.tables.generation_request import GenerationRequest
@@ -10,6 +12,8 @@ from app.tables.request_event import RequestEvent
 from app.tables.user import User
 
 __all__ = [
+    "CreditEntry",
+    "DeadLetter",
     "GeneratedImage",
     "GenerationJob",
     "GenerationRequest",

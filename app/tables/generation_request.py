@@ -16,6 +16,8 @@ class GenerationRequest(SQLModel, table=True):
         UniqueConstraint("user_id", "idempotency_key"),
         Index("ix_generation_requests_user_created", "user_id", "created_at", "id"),
         Index("ix_generation_requests_user_status", "user_id", "status"),
+        # The sweeper's look for requests that stopped moving.
+        Index("ix_generation_requests_status_updated", "status", "updated_at"),
     )
 
     id: str = id_field()
@@ -27,6 +29,11 @@ class GenerationRequest(SQLModel, table=True):
     image_height: int
     optimize_prompt: bool = True
     auto_model: bool = False
+    priority: str = Field(default="default", max_length=8)  # high, default or low
+    # Vendors the user asked for (None: the configured chain, with failover).
+    image_provider: str | None = Field(default=None, max_length=32)
+    model_provider: str | None = Field(default=None, max_length=32)
+    model_format: str = Field(default="glb", max_length=8)  # glb or obj
     status: str = Field(max_length=24)
     phase: str = Field(max_length=24)
     step: str = Field(default="", max_length=200)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from app.tables.base import ID_LENGTH, created_field, id_field, time_field
@@ -34,6 +35,9 @@ class Model(SQLModel, table=True):
     file_key: str = Field(max_length=255)
     content_type: str = Field(default="model/gltf-binary", max_length=64)
     preview_key: str | None = Field(default=None, max_length=255)
+    # Every file of the model: [{"name", "key", "content_type", "size"}]; the main file
+    # (`file_key`) first, then an OBJ's material and textures.
+    files: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     file_size: int = 0
     provider: str | None = Field(default=None, max_length=32)
     visibility: str = Field(default="PRIVATE", max_length=16)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.tables.base import ID_LENGTH, created_field
+from app.tables.base import ID_LENGTH, created_field, time_field
 
 
 class RequestEvent(SQLModel, table=True):
@@ -33,4 +33,9 @@ class RequestEvent(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     image_id: str | None = Field(default=None, max_length=ID_LENGTH)
     model_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    # Set when the event is about one job: a retry shows RETRYING and when it runs next.
+    job_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    job_status: str | None = Field(default=None, max_length=16)
+    attempt: int | None = None
+    next_attempt_at: datetime | None = time_field()
     created_at: datetime = created_field()

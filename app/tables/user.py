@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import CheckConstraint
 from sqlmodel import Field, SQLModel
 
 from app.tables.base import created_field, id_field
@@ -11,6 +12,7 @@ class User(SQLModel, table=True):
     """A person known by the subject of a verified token; created on first sight."""
 
     __tablename__ = "users"
+    __table_args__ = (CheckConstraint("credits >= 0", name="credits_not_negative"),)
 
     id: str = id_field()
     external_id: str = Field(max_length=191, unique=True)

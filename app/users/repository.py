@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 
 from app.tables import User
 
@@ -29,11 +29,14 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[User]:
     return list(result.scalars())
 
 
-async def insert_if_absent(session: AsyncSession, user: User) -> bool:
-    """Adds `user`; False when another transaction created the same external id first."""
+async def insert_if_absent(session: AsyncSession, user: User, *rows: SQLModel) -> bool:
+    """Adds `user` and `rows` that refer to it; False when another transaction created
+    the same external id first (then nothing is added)."""
     try:
         async with session.begin_nested():
             session.add(user)
+            await session.flush()
+            session.add_all(rows)
     except IntegrityError:
         return False
     return True

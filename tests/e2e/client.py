@@ -16,7 +16,7 @@ from tests.conftest import Server, token_for
 
 EVENT_FIELDS = (
     "requestId seq userSeq status phase step progress progressIsEstimate"
-    " message errorCode imageId modelId"
+    " message errorCode imageId modelId jobStatus attempt nextAttemptAt"
 )
 
 REQUEST_UPDATES = f"""

@@ -25,6 +25,8 @@ from tests.e2e.client import (
 
 pytestmark = pytest.mark.e2e
 
+APOLLO = WebsocketsTransport.APOLLO_SUBPROTOCOL  # the legacy graphql-ws
+
 DETAILS = """
 query Details($id: ID!) {
   request(id: $id) {
@@ -259,10 +261,26 @@ async def test_the_legacy_graphql_ws_protocol_also_streams(server: Server) -> No
     assert events[-1]["status"] == "COMPLETED"
 
 
+def close_code(error: BaseException | None) -> int | None:
+    """The websocket close code somewhere in gql's chain of exceptions."""
+    while error is not None:
+        received = getattr(error, "rcvd", None)
+        if received is not None:
+            return int(received.code)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 async def test_subscriptions_need_a_token(server: Server) -> None:
     owner = a_user()
     created = await create_request(server, owner, imageCount=1)
+    # graphql-transport-ws: a connection without a token is closed 4403 on subscribing.
     async with ws_session(server, None) as session:
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - gql wraps the close
+            await collect(session, REQUEST_UPDATES, {"id": created["id"], "afterSeq": 0})
+    assert close_code(raised.value) == 4403
+    # The legacy protocol has no such code: the subscription answers UNAUTHENTICATED.
+    async with ws_session(server, None, protocol=APOLLO) as session:
         with pytest.raises(Exception, match="token"):
             await collect(session, REQUEST_UPDATES, {"id": created["id"], "afterSeq": 0})
     async with ws_session(server, a_user()) as session:

@@ -34,7 +34,9 @@ MODEL = f"query M($id: ID!) {{ model(id: $id) {{ {MODEL_FIELDS} }} }}"
 async def user(deps: Deps, name: str | None = None) -> Viewer:
     name = name or f"u{uuid.uuid4().hex[:8]}"
     async with deps.db.write() as session:
-        return await viewer_for(session, Claims(subject=name, name=name))
+        return await viewer_for(
+            session, Claims(subject=name, name=name), initial_credits=deps.settings.initial_credits
+        )
 
 
 async def make_model(deps: Deps, owner: Viewer, *, public: bool = False, **values: Any) -> Model:

@@ -13,7 +13,8 @@ from app.deps import Deps
 from app.requests import service
 from app.requests.errors import IdempotencyKeyReused, RequestNotCancellable, RequestNotFound
 from app.requests.stages import Status
-from app.tables import GenerationJob, GenerationRequest
+from app.tables import CreditEntry, GenerationJob, GenerationRequest
+from app.users import repository as users
 from tests.conftest import RecordingQueue
 from tests.workers.test_pipeline import a_viewer, deliver, events, request_row, submit
 
@@ -41,7 +42,9 @@ async def test_the_same_key_with_other_input_is_a_conflict(deps: Deps) -> None:
         await create(deps, viewer, dataclasses.replace(NEW, image_count=3))
 
 
-async def test_fifty_concurrent_creations_with_one_key_make_one_request(deps: Deps) -> None:
+async def test_fifty_concurrent_creations_with_one_key_make_one_request_and_one_debit(
+    deps: Deps,
+) -> None:
     viewer = await a_viewer(deps)
     ids = await asyncio.gather(*(create(deps, viewer) for _ in range(50)))
     assert len(set(ids)) == 1
@@ -49,7 +52,18 @@ async def test_fifty_concurrent_creations_with_one_key_make_one_request(deps: De
         total = (
             await session.execute(select(func.count()).select_from(GenerationRequest))
         ).scalar()
+        debits = list(
+            (
+                await session.execute(
+                    select(CreditEntry.amount).where(col(CreditEntry.kind) == "DEBIT")
+                )
+            ).scalars()
+        )
+        user = await users.get(session, viewer.id)
     assert total == 1
+    assert debits == [-2]  # two images at the default price of 1
+    assert user is not None
+    assert user.credits == deps.settings.initial_credits - 2
 
 
 async def test_cancel_stops_a_running_request_and_its_stages_do_nothing_more(deps: Deps) -> None:
@@ -83,7 +97,7 @@ async def deliver_one(deps: Deps) -> None:
 
     queue = deps.queue
     assert isinstance(queue, RecordingQueue)
-    message = queue.take()[0]
+    message = queue.sent.pop(0)
     await STAGES[message.stage](deps, *message.args)
 
 

@@ -120,3 +120,25 @@ async def test_a_gap_in_live_messages_is_backfilled_from_the_table(
     await deps.bus.publish(request_channel(request_id), event_payload(history[-1]))
     rest = [e.seq async for e in stream]
     assert rest == list(range(2, len(history) + 1))
+
+
+def test_a_published_event_reads_back_as_the_same_row() -> None:
+    from datetime import UTC, datetime
+
+    from app.requests.stream import event_from_payload
+    from app.unit import event_payload
+
+    row = RequestEvent(
+        request_id="a" * 32,
+        seq=3,
+        user_id="b" * 32,
+        user_seq=9,
+        status="IMAGE_GENERATING",
+        phase="IMAGE_GENERATION",
+        step="retrying image 1 of 1",
+        job_id="c" * 32,
+        job_status="RETRYING",
+        attempt=1,
+        next_attempt_at=datetime(2026, 11, 23, 3, 0, 1, 5000, tzinfo=UTC),
+    )
+    assert event_from_payload(event_payload(row)).model_dump() == row.model_dump()

@@ -22,13 +22,16 @@ from workers.requests import STAGES
 
 async def a_viewer(deps: Deps, name: str = "alice") -> Viewer:
     async with deps.db.write() as session:
-        return await viewer_for(session, Claims(subject=name, name=name))
+        return await viewer_for(
+            session, Claims(subject=name, name=name), initial_credits=deps.settings.initial_credits
+        )
 
 
 async def submit(deps: Deps, viewer: Viewer, **options: Any) -> str:
     new = service.NewRequest(prompt="a small ceramic owl", image_size=128, **options)
     async with deps.unit() as unit:
-        request = await service.create_request(unit, viewer, new)
+        policy = service.Policy.from_settings(deps.settings)
+        request = await service.create_request(unit, viewer, new, policy)
     return request.id
 
 
@@ -120,7 +123,8 @@ def milestones(history: list[RequestEvent]) -> list[tuple[str, str, str | None]]
     return [
         (e.status, e.step, e.message)
         for e in history
-        if not (e.status == Status.MODEL_GENERATING and e.step == "generating 3D model")
+        # vendor progress polls: how many depends on timing
+        if not (e.status == Status.MODEL_GENERATING and e.progress > service.PROGRESS_MODEL_START)
     ]
 
 

@@ -1,0 +1,106 @@
+"""What a vendor's output must look like before it goes into our storage.
+
+An image must be the image type it claims; a model is a binary glTF, or an OBJ with its
+material and textures (vendors deliver those zipped: the archive is unpacked here, with
+its names flattened and its sizes bounded, so a hostile zip cannot escape or explode).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import zipfile
+from dataclasses import dataclass
+
+from providers.base import ProviderUnavailable
+
+MAX_MODEL_BYTES = 200 * 1024 * 1024
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_ZIP_ENTRIES = 64
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+}
+_TEXTURES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+_PARTS = {"obj": "model/obj", "mtl": "model/mtl", **_TEXTURES}
+
+
+def image_type(data: bytes) -> str | None:
+    """The MIME type of PNG, JPEG or WebP bytes; None for anything else."""
+    for magic, content_type in _IMAGE_MAGIC.items():
+        if data.startswith(magic):
+            return content_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def checked_image(data: bytes, provider: str) -> str:
+    """The real type of a vendor's image; ProviderUnavailable when it is not one."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ProviderUnavailable(f"{provider} returned an image over {MAX_IMAGE_BYTES} bytes")
+    content_type = image_type(data)
+    if content_type is None:
+        raise ProviderUnavailable(
+            f"{provider} returned {len(data)} bytes that are not an image", provider=provider
+        )
+    return content_type
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPart:
+    """One file of a model as stored: `format` is the main file's format for every part."""
+
+    name: str
+    format: str
+    content_type: str
+    data: bytes
+
+
+def model_files(file_format: str, data: bytes, provider: str = "") -> list[ModelPart]:
+    """The files to store for a vendor's model output, the main file first."""
+    if len(data) > MAX_MODEL_BYTES:
+        raise ProviderUnavailable(f"the model is larger than {MAX_MODEL_BYTES} bytes")
+    if file_format == "glb":
+        if data[:4] != b"glTF":
+            raise ProviderUnavailable(f"{provider} returned a GLB that is not glTF binary")
+        return [ModelPart("model.glb", "glb", "model/gltf-binary", data)]
+    if file_format == "obj":
+        _check_obj(data, provider)
+        return [ModelPart("model.obj", "obj", "model/obj", data)]
+    if file_format == "zip":
+        return _unzip_obj(data, provider)
+    raise ProviderUnavailable(f"{provider} returned a model in an unknown format {file_format!r}")
+
+
+def _check_obj(data: bytes, provider: str) -> None:
+    head = data[:65536].decode("utf-8", errors="replace")
+    if not any(line.startswith("v ") for line in head.splitlines()):
+        raise ProviderUnavailable(f"{provider} returned an OBJ without vertices")
+
+
+def _unzip_obj(data: bytes, provider: str) -> list[ModelPart]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ProviderUnavailable(f"{provider} returned a broken zip") from None
+    entries = [e for e in archive.infolist() if not e.is_dir()]
+    if len(entries) > MAX_ZIP_ENTRIES:
+        raise ProviderUnavailable(f"{provider} returned a zip of {len(entries)} files")
+    if sum(e.file_size for e in entries) > MAX_MODEL_BYTES:
+        raise ProviderUnavailable(f"{provider} returned a zip larger than allowed unpacked")
+    parts: list[ModelPart] = []
+    for entry in entries:
+        name = posixpath.basename(entry.filename.replace("\\", "/"))
+        extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        if extension not in _PARTS or name.startswith("."):
+            continue  # readme files, thumbnails in other formats, hidden files
+        parts.append(ModelPart(name, "obj", _PARTS[extension], archive.read(entry)))
+    objs = [part for part in parts if part.name.lower().endswith(".obj")]
+    if len(objs) != 1:
+        raise ProviderUnavailable(f"{provider} returned a zip with {len(objs)} OBJ files")
+    _check_obj(objs[0].data, provider)
+    names = [part.name for part in parts]
+    if len(set(names)) != len(names):
+        raise ProviderUnavailable(f"{provider} returned a zip with clashing file names")
+    return [objs[0], *(part for part in parts if part is not objs[0])]
