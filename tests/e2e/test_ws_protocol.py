@@ -1,0 +1,132 @@
+"""graphql-transport-ws close codes, shown with raw websocket frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import Server, start_server, stop_server, token_for
+
+pytestmark = pytest.mark.e2e
+
+SUBSCRIBE = {
+    "query": "subscription { myRequestUpdates { seq status } }",
+}
+GALLERY = {"query": "{ publicModels(first: 1) { edges { node { id } } } }"}
+
+
+@pytest.fixture(scope="module")
+def ws_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir: Path = tmp_path_factory.mktemp("ws")
+    server = start_server(
+        data_dir,
+        name="ws",
+        LUMI_WS_INIT_TIMEOUT_SECONDS="1",
+        LUMI_WS_PING_INTERVAL_SECONDS="0.5",
+    )
+    yield server
+    stop_server(server)
+
+
+@asynccontextmanager
+async def connect(server: Server) -> AsyncIterator[ClientConnection]:
+    async with websockets.connect(server.ws, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        yield ws
+
+
+async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
+    await ws.send(json.dumps(message))
+
+
+async def receive(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 5) -> int | None:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+async def init(ws: ClientConnection, user: str | None = "ws-user") -> None:
+    payload = {"Authorization": f"Bearer {token_for(user)}"} if user else {}
+    await send(ws, {"type": "connection_init", "payload": payload})
+    assert (await receive(ws))["type"] == "connection_ack"
+
+
+async def test_an_invalid_message_closes_4400(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        await init(ws)
+        await send(ws, {"type": "nonsense"})
+        assert await closed_with(ws) == 4400
+    async with connect(ws_server) as ws:
+        await ws.send("this is not json")
+        assert await closed_with(ws) == 4400
+
+
+async def test_subscribe_before_ack_closes_4401(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        await send(ws, {"id": "1", "type": "subscribe", "payload": SUBSCRIBE})
+        assert await closed_with(ws) == 4401
+
+
+async def test_a_bad_token_closes_4403(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        await send(ws, {"type": "connection_init", "payload": {"Authorization": "Bearer nope"}})
+        assert await closed_with(ws) == 4403
+
+
+async def test_a_missing_token_closes_4403_on_a_subscription_but_serves_public_queries(
+    ws_server: Server,
+) -> None:
+    async with connect(ws_server) as ws:
+        await init(ws, user=None)
+        await send(ws, {"id": "q", "type": "subscribe", "payload": GALLERY})
+        answer = await receive(ws)
+        assert (answer["type"], answer["id"]) == ("next", "q")
+        assert (await receive(ws))["type"] == "complete"
+        await send(ws, {"id": "s", "type": "subscribe", "payload": SUBSCRIBE})
+        assert await closed_with(ws) == 4403
+
+
+async def test_no_connection_init_in_time_closes_4408(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        assert await closed_with(ws, timeout=5) == 4408
+
+
+async def test_a_duplicate_operation_id_closes_4409(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        await init(ws)
+        await send(ws, {"id": "same", "type": "subscribe", "payload": SUBSCRIBE})
+        await send(ws, {"id": "same", "type": "subscribe", "payload": SUBSCRIBE})
+        assert await closed_with(ws) == 4409
+
+
+async def test_a_second_connection_init_closes_4429(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        await init(ws)
+        await send(ws, {"type": "connection_init", "payload": {}})
+        assert await closed_with(ws) == 4429
+
+
+async def test_ping_is_answered_and_a_quiet_connection_is_pinged(ws_server: Server) -> None:
+    async with connect(ws_server) as ws:
+        await init(ws)
+        await send(ws, {"type": "ping"})
+        assert (await receive(ws))["type"] == "pong"
+        assert (await receive(ws, timeout=3))["type"] == "ping"  # the server's own
+        await send(ws, {"type": "pong"})
+        await send(ws, {"id": "s", "type": "subscribe", "payload": SUBSCRIBE})
+        await asyncio.sleep(0.2)
+        await send(ws, {"id": "s", "type": "complete"})

@@ -1,0 +1,74 @@
+"""Depth, alias, token and cost bombs are refused before any resolver runs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app.deps import Deps
+from app.graphql.context import Context
+from app.graphql.limits import Limits
+from app.graphql.schema import build_schema
+from tests.graphql.client import http_request
+from tests.workers.test_pipeline import a_viewer
+
+LIMITS = Limits(max_depth=4, max_aliases=10, max_tokens=800, max_cost=5000)
+schema = build_schema(LIMITS)
+
+DEPTH_BOMB = "{ requests(first: 1) { edges { node { model { sourceImage { id } } } } } }"
+ALIAS_BOMB = "{ " + " ".join(f"a{i}: me {{ id }}" for i in range(11)) + " }"
+TOKEN_BOMB = "{ me { " + " ".join("id" for _ in range(900)) + " } }"
+PAGE = "requests(first: 100) { edges { node { id status step progress prompt " + (
+    "images { id prompt status url width height } jobs { id kind status attempt } } } }"
+)
+COST_BOMB = "{ " + " ".join(f"p{i}: {PAGE}" for i in range(4)) + " }"
+
+
+async def run(deps: Deps, query: str) -> tuple[list[dict[str, Any]], int, float]:
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(deps.db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        context = Context(deps, http_request("alice"), None)
+        started = time.perf_counter()
+        result = await schema.execute(query, context_value=context)
+        elapsed = time.perf_counter() - started
+    finally:
+        event.remove(deps.db.engine.sync_engine, "before_cursor_execute", count)
+    return [e.formatted for e in result.errors or []], statements, elapsed
+
+
+@pytest.mark.parametrize(
+    ("query", "words", "code"),
+    [
+        (DEPTH_BOMB, "depth", "GRAPHQL_VALIDATION_FAILED"),
+        (ALIAS_BOMB, "aliases", "GRAPHQL_VALIDATION_FAILED"),
+        (TOKEN_BOMB, "token", "GRAPHQL_PARSE_FAILED"),
+        (COST_BOMB, "costs", "GRAPHQL_VALIDATION_FAILED"),
+    ],
+)
+async def test_a_bomb_is_refused_before_any_resolver_runs(
+    deps: Deps, query: str, words: str, code: str
+) -> None:
+    await a_viewer(deps)  # alice exists: a resolver would have no reason not to run
+    errors, statements, elapsed = await run(deps, query)
+    assert errors
+    assert words in errors[0]["message"].lower()
+    assert errors[0]["extensions"]["code"] == code
+    assert statements == 0  # the database was never asked
+    assert elapsed < 1
+
+
+async def test_an_ordinary_page_passes_every_limit(deps: Deps) -> None:
+    await a_viewer(deps)
+    query = "{ me { credits } requests(first: 20) { edges { node { id status step } } } }"
+    errors, statements, _ = await run(deps, query)
+    assert errors == []
+    assert statements > 0
