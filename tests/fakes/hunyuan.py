@@ -32,16 +32,13 @@ import hmac
 import io
 import json
 import re
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
@@ -50,7 +47,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from providers.local import build_relief_glb, build_relief_obj_zip
-from tests.fakes.siliconflow import _wait_until_up
+from tests.fakes import start_fake_module
 
 VERSION = "2025-05-13"
 SUBMIT = "SubmitHunyuanTo3DProJob"
@@ -392,33 +389,9 @@ def start_fake_hunyuan(
     log: Path | None = None,
 ) -> tuple[str, Callable[[], None]]:
     """The fake in a subprocess on a free loopback port: its URL and a `stop()`."""
-    from tests.conftest import ROOT, free_port, stop_process
-
-    port = free_port()
-    output: IO[bytes] = log.open("w+b") if log else tempfile.TemporaryFile()  # noqa: SIM115
-    command = [sys.executable, "-m", "tests.fakes.hunyuan", "--port", str(port)]
-    command += [
-        "--secret-id",
-        secret_id,
-        "--secret-key",
-        secret_key,
-        "--run-seconds",
-        str(run_seconds),
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        stop_process(process)
-        output.close()
-
-    url = f"http://127.0.0.1:{port}"
-    if not _wait_until_up(url, process):
-        stop_process(process)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-        output.close()
-        raise RuntimeError(f"the fake Hunyuan did not start: {text}")
-    return url, stop
+    arguments = ["--secret-id", secret_id, "--secret-key", secret_key]
+    arguments += ["--run-seconds", str(run_seconds)]
+    return start_fake_module("tests.fakes.hunyuan", arguments, log=log)
 
 
 @contextlib.contextmanager

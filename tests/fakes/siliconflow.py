@@ -30,23 +30,20 @@ import asyncio
 import contextlib
 import random
 import re
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from providers.local import render_png
+from tests.fakes import start_fake_module
 
 _ERRORS = {
     400: (20015, "The parameter is invalid. Please check again."),
@@ -233,40 +230,9 @@ def serve_fake_siliconflow(port: int, api_key: str, *, url_ttl_seconds: float = 
 def start_fake_siliconflow(
     api_key: str = "sk-test", *, url_ttl_seconds: float = 3600.0, log: Path | None = None
 ) -> tuple[str, Callable[[], None]]:
-    """The fake in a subprocess on a free loopback port: its base URL and a `stop()`.
-
-    Returns once it answers; its output goes to `log` (or a temporary file), which a
-    failure to start quotes."""
-    from tests.conftest import ROOT, free_port, stop_process
-
-    port = free_port()
-    output: IO[bytes] = log.open("w+b") if log else tempfile.TemporaryFile()  # noqa: SIM115
-    command = [sys.executable, "-m", "tests.fakes.siliconflow", "--port", str(port)]
-    command += ["--api-key", api_key, "--url-ttl-seconds", str(url_ttl_seconds)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        stop_process(process)
-        output.close()
-
-    url = f"http://127.0.0.1:{port}"
-    if not _wait_until_up(url, process):
-        stop_process(process)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-        output.close()
-        raise RuntimeError(f"the fake SiliconFlow did not start: {text}")
-    return url, stop
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/_fake/calls", timeout=1).status_code == 200:
-                return True
-        time.sleep(0.1)
-    return False
+    """The fake in a subprocess on a free loopback port: its base URL and a `stop()`."""
+    arguments = ["--api-key", api_key, "--url-ttl-seconds", str(url_ttl_seconds)]
+    return start_fake_module("tests.fakes.siliconflow", arguments, log=log)
 
 
 @contextlib.contextmanager
