@@ -23,11 +23,13 @@ from providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.formats import fit_size
 from providers.openai_compat import SEED_RANGE, bounded, http_error
 
 CREATE_PATH = "/api/v1/services/aigc/text2image/image-synthesis"
 TASK_PATH = "/api/v1/tasks/{task_id}"
 _WAITING = ("PENDING", "RUNNING")
+SIDE_RANGE = (512, 1440)  # Wanx takes each side in [512, 1440]
 # A transient failure while polling must not lose a task already paid for: poll again.
 _POLL_RETRIES = 3
 # FAILED tasks whose code says the prompt or picture was refused: retrying won't help.
@@ -63,6 +65,7 @@ class DashScopeImageGenerator:
         self._timeout = timeout
 
     async def generate(self, prompt: str, *, seed: int, width: int, height: int) -> ImageResult:
+        width, height = fit_size(width, height, *SIDE_RANGE)
         async with bounded(self.name, self._timeout, "finish the task"):
             task_id = await self._create(prompt, seed=seed, width=width, height=height)
             url = await self._wait(task_id)

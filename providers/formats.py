@@ -12,6 +12,8 @@ import posixpath
 import zipfile
 from dataclasses import dataclass
 
+from PIL import Image
+
 from providers.base import ProviderUnavailable
 
 MAX_MODEL_BYTES = 200 * 1024 * 1024
@@ -35,16 +37,59 @@ def image_type(data: bytes) -> str | None:
     return None
 
 
-def checked_image(data: bytes, provider: str) -> str:
-    """The real type of a vendor's image; ProviderUnavailable when it is not one."""
+@dataclass(frozen=True, slots=True)
+class CheckedImage:
+    """A vendor image's real type and size, read from its bytes rather than its claims."""
+
+    content_type: str
+    width: int
+    height: int
+
+
+def checked_image(data: bytes, provider: str) -> CheckedImage:
+    """The real type and size of a vendor's image; ProviderUnavailable when it is not a
+    PNG, JPEG or WebP image that its header decodes as."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise ProviderUnavailable(f"{provider} returned an image over {MAX_IMAGE_BYTES} bytes")
+        raise ProviderUnavailable(
+            f"{provider} returned an image over {MAX_IMAGE_BYTES} bytes", provider=provider
+        )
     content_type = image_type(data)
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        content_type = None
     if content_type is None:
         raise ProviderUnavailable(
             f"{provider} returned {len(data)} bytes that are not an image", provider=provider
         )
-    return content_type
+    return CheckedImage(content_type, width, height)
+
+
+def fit_size(width: int, height: int, low: int, high: int) -> tuple[int, int]:
+    """The size nearest `width` x `height` whose sides both lie in [low, high]: scaled up
+    or down keeping the aspect ratio where the range allows it, each side then clamped
+    and rounded to a multiple of 8 (what diffusion engines work in)."""
+    scale = 1.0
+    if min(width, height) < low:
+        scale = low / min(width, height)
+    if max(width, height) * scale > high:
+        scale = high / max(width, height)
+
+    def side(value: int) -> int:
+        return max(low, min(high, round(value * scale / 8) * 8))
+
+    return side(width), side(height)
+
+
+def nearest_size(width: int, height: int, sizes: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """Of the fixed sizes an engine offers, the one whose aspect ratio is closest, then
+    whose area is."""
+    wanted = width / height
+    return min(
+        sizes,
+        key=lambda size: (abs(size[0] / size[1] - wanted), abs(size[0] * size[1] - width * height)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

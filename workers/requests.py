@@ -167,7 +167,9 @@ def _failure(error: BaseException) -> jobs.Failure:
 
 async def _attempt_failed(deps: Deps, job_id: str, attempt: int, error: BaseException) -> None:
     """Records a failed attempt: a retry later, or the job's final failure."""
-    if not isinstance(error, ProviderError):
+    if isinstance(error, ProviderError):  # expected: one line, the vendor's words redacted
+        log.warning("job %s attempt %s failed: %s", job_id, attempt, redact(str(error))[:500])
+    else:
         log.error("job %s attempt %s failed", job_id, attempt, exc_info=error)
     async with deps.unit() as unit:
         locked = await _locked(unit, job_id)
@@ -336,7 +338,12 @@ async def generate_image(deps: Deps, job_id: str) -> None:
             async with _timed(vendor.name, "generate_image"):
                 made = await vendor.generate(prompt, seed=seed, width=width, height=height)
             data = await _content(deps, made.data, made.url)
-            return replace(made, content_type=checked_image(data, vendor.name)), data
+            # the stored size is the picture's own: a vendor may round what we asked for
+            real = checked_image(data, vendor.name)
+            made = replace(
+                made, content_type=real.content_type, width=real.width, height=real.height
+            )
+            return made, data
         finally:
             await slots.free(vendor.name)
 

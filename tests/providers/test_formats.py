@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from providers.base import ProviderUnavailable
-from providers.formats import checked_image, model_files
+from providers.formats import checked_image, fit_size, model_files, nearest_size
 from providers.local import build_relief_glb, build_relief_obj_zip, render_png
 
 PNG = render_png("a cube", 1, 64, 64)
@@ -22,10 +22,36 @@ def zipped(**files: bytes | str) -> bytes:
     return buffer.getvalue()
 
 
-def test_images_are_recognised_by_their_bytes() -> None:
-    assert checked_image(PNG, "v") == "image/png"
-    with pytest.raises(ProviderUnavailable):
+def test_images_are_recognised_by_their_bytes_with_their_real_size() -> None:
+    checked = checked_image(render_png("a cube", 1, 96, 64), "v")
+    assert (checked.content_type, checked.width, checked.height) == ("image/png", 96, 64)
+    with pytest.raises(ProviderUnavailable, match="not an image"):
         checked_image(b"<html>rate limited</html>", "v")
+    with pytest.raises(ProviderUnavailable, match="not an image"):
+        checked_image(PNG[:20], "v")  # a PNG signature and no header behind it
+
+
+@pytest.mark.parametrize(
+    ("asked", "fitted"),
+    [
+        ((128, 128), (512, 512)),
+        ((1024, 768), (1024, 768)),
+        ((256, 128), (1024, 512)),
+        ((3000, 1500), (1440, 720)),
+        ((4000, 200), (1440, 512)),  # no size in range keeps 20:1; the nearest one
+    ],
+)
+def test_a_size_is_fitted_into_a_vendors_range(
+    asked: tuple[int, int], fitted: tuple[int, int]
+) -> None:
+    assert fit_size(*asked, 512, 1440) == fitted
+
+
+def test_a_fixed_size_engine_gets_the_closest_aspect_ratio() -> None:
+    sizes = ((1024, 1024), (1536, 1024), (1024, 1536))
+    assert nearest_size(128, 128, sizes) == (1024, 1024)
+    assert nearest_size(768, 512, sizes) == (1536, 1024)
+    assert nearest_size(300, 900, sizes) == (1024, 1536)
 
 
 def test_a_glb_must_be_binary_gltf() -> None:
