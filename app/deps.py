@@ -142,6 +142,8 @@ def _image(settings: Settings, name: str, http: httpx.AsyncClient) -> ImageGener
                 model=settings.ark_image_model,
                 name="ark",
                 extra={"watermark": False},
+                send_seed=True,
+                side_range=(512, 2048),
                 timeout=timeout,
             )
         return OpenAIImageGenerator(

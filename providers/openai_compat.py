@@ -36,7 +36,7 @@ from providers.base import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from providers.formats import image_type
+from providers.formats import fit_size, image_type, nearest_size
 from providers.siliconflow import retry_after_seconds
 
 _MESSAGE_LIMIT = 300
@@ -81,7 +81,8 @@ def vendor_error(response: httpx.Response, secret: str) -> tuple[str | None, str
         return flat.replace(secret, "[redacted]") if secret else flat
 
     text = clean(message)[:_MESSAGE_LIMIT] or response.reason_phrase
-    return (clean(code) if code not in (None, "") else None), text + clean(suffix)
+    tail = f" {clean(suffix)}" if suffix else ""  # clean() strips the leading space
+    return (clean(code) if code not in (None, "") else None), text + tail
 
 
 def error_type(status: int, code: str | None) -> type[ProviderError]:
@@ -184,7 +185,10 @@ class _OpenAIEndpoint:
 class OpenAIImageGenerator(_OpenAIEndpoint):
     """An OpenAI-style image endpoint: Ark Seedream or any OpenAI-compatible vendor.
 
-    `size_format` spells the size (`"{w}x{h}"`); `response_format` is `url` or
+    `size_format` spells the size (`"{w}x{h}"`). The size asked for is fitted to what
+    the engine takes: `side_range` bounds each side (Ark Seedream: 512-2048), else
+    `sizes` lists the only ones it takes (default from the model's name: OpenAI's
+    gpt-image and DALL·E engines take a few fixed sizes). `response_format` is `url` or
     `b64_json` (None: not sent; gpt-image engines never get it, they reject it and
     always answer b64_json); `send_seed` adds our seed (Ark takes one, OpenAI rejects
     unknown fields); `extra` is merged into every body (Ark: `{"watermark": False}`).
@@ -203,6 +207,8 @@ class OpenAIImageGenerator(_OpenAIEndpoint):
         response_format: str | None = "url",
         extra: dict[str, Any] | None = None,
         send_seed: bool = False,
+        side_range: tuple[int, int] | None = None,
+        sizes: tuple[tuple[int, int], ...] | None = None,
         timeout: float = 60.0,
     ) -> None:
         super().__init__(
@@ -218,8 +224,19 @@ class OpenAIImageGenerator(_OpenAIEndpoint):
         self._response_format = None if model.startswith("gpt-image") else response_format
         self._extra = dict(extra or {})
         self._send_seed = send_seed
+        self._side_range = side_range
+        self._sizes = sizes if sizes is not None or side_range else _fixed_sizes(model)
+
+    def size_for(self, width: int, height: int) -> tuple[int, int]:
+        """What this engine is asked for when we want `width` x `height`."""
+        if self._side_range:
+            return fit_size(width, height, *self._side_range)
+        if self._sizes:
+            return nearest_size(width, height, self._sizes)
+        return width, height
 
     async def generate(self, prompt: str, *, seed: int, width: int, height: int) -> ImageResult:
+        width, height = self.size_for(width, height)
         body: dict[str, Any] = {
             "model": self._model,
             "prompt": prompt,
@@ -265,6 +282,17 @@ class OpenAIImageGenerator(_OpenAIEndpoint):
         except (binascii.Error, ValueError):
             message = f"{self.name} answered an image that is not valid base64"
             raise ProviderUnavailable(message, provider=self.name) from None
+
+
+def _fixed_sizes(model: str) -> tuple[tuple[int, int], ...] | None:
+    """The sizes OpenAI's own engines take (any other size is a 400)."""
+    if model.startswith("gpt-image"):
+        return ((1024, 1024), (1536, 1024), (1024, 1536))
+    if model == "dall-e-3":
+        return ((1024, 1024), (1792, 1024), (1024, 1792))
+    if model == "dall-e-2":
+        return ((256, 256), (512, 512), (1024, 1024))
+    return None
 
 
 # -- prompt optimisation ----------------------------------------------------------------
@@ -318,7 +346,7 @@ def _clean(items: Iterable[Any]) -> list[str]:
             item = item.get("prompt")
         if not isinstance(item, str):
             continue
-        text = " ".join(item.split()).strip("\"'“”` ,")
+        text = " ".join(item.replace("**", "").split()).strip("\"'“”` ,")  # and Markdown bold
         text = text[:PROMPT_LIMIT].rstrip()
         if text and text.lower() not in {v.lower() for v in variants}:
             variants.append(text)
@@ -330,8 +358,8 @@ def parse_variants(content: str) -> list[str]:
     content = _THINKING.sub("", content)
     for block in [*_FENCE.findall(content), content]:
         items = _json_items(block)
-        if items is not None:
-            return _clean(items)
+        if items is not None and (variants := _clean(items)):
+            return variants  # an empty array (or one of non-strings) falls through
     listed = (_LISTED.match(line) for line in content.splitlines())
     return _clean(match.group(1) for match in listed if match)
 

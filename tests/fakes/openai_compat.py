@@ -33,15 +33,12 @@ import io
 import json
 import random
 import re
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from PIL import Image
 from starlette.applications import Starlette
@@ -51,7 +48,8 @@ from starlette.routing import Route
 
 from providers.formats import image_type
 from providers.local import render_png
-from tests.fakes.siliconflow import FakeSiliconFlow, Invalid, _wait_until_up
+from tests.fakes import start_fake_module
+from tests.fakes.siliconflow import FakeSiliconFlow, Invalid
 
 _ERRORS = {
     400: ("invalid_request_error", "InvalidParameter", "One or more parameters are not valid."),
@@ -62,6 +60,11 @@ _ERRORS = {
     503: ("server_error", "ServiceUnavailable", "The engine is currently overloaded."),
 }
 _SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+# OpenAI's own engines take only these sizes; Ark and other compatible engines a range.
+_FIXED_SIZES = {
+    "gpt-image": ("1024x1024", "1536x1024", "1024x1536"),
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+}
 _ASKED = re.compile(r"exactly (\d{1,2})")
 _LOOKS = ("studio lighting", "matte clay", "polished resin", "low-poly", "bronze", "wood")
 Parse = Callable[[Request, Any], dict[str, Any]]
@@ -159,11 +162,17 @@ def parse_image_request(request: Request, body: Any) -> dict[str, Any]:
     size = _SIZE.match(str(body.get("size", "1024x1024")))
     if size is None or not all(512 <= int(side) <= 2048 for side in size.groups()):
         raise Invalid("The parameter `size` must be WxH with sides of 512-2048 pixels")
+    model = body["model"]
+    fixed = next((v for prefix, v in _FIXED_SIZES.items() if model.startswith(prefix)), None)
+    if fixed and size[0] not in fixed:
+        raise Invalid(f"Invalid value: '{size[0]}'. Supported values are: {', '.join(fixed)}.")
     _optional_int(body, "n", 1, 4)
     _optional_int(body, "seed", -1, 2_147_483_647)
     if not isinstance(body.get("watermark", False), bool):
         raise Invalid("The parameter `watermark` must be a boolean")
-    if body.get("response_format", "url") not in ("url", "b64_json"):
+    # gpt-image engines take no response_format and always answer b64_json
+    answer = "b64_json" if body["model"].startswith("gpt-image") else "url"
+    if body.get("response_format", answer) not in ("url", "b64_json"):
         raise Invalid("The parameter `response_format` must be url or b64_json")
     seed = body.get("seed", -1)
     return {
@@ -172,7 +181,7 @@ def parse_image_request(request: Request, body: Any) -> dict[str, Any]:
         "height": int(size[2]),
         "n": body.get("n", 1),
         "seed": seed if seed >= 0 else random.randint(0, 2_147_483_647),
-        "response_format": body.get("response_format", "url"),
+        "response_format": body.get("response_format", answer),
         "model": body["model"],
     }
 
@@ -299,33 +308,6 @@ def create_fake_app(
     app = Starlette(routes=routes)
     app.state.fake = fake
     return app
-
-
-def start_fake_module(
-    module: str, arguments: list[str], *, log: Path | None = None
-) -> tuple[str, Callable[[], None]]:
-    """`python -m module --port P ...arguments` on a free loopback port: its base URL and a
-    `stop()`. Returns once it answers; its output goes to `log` (or a temporary file),
-    which a failure to start quotes."""
-    from tests.conftest import ROOT, free_port, stop_process
-
-    port = free_port()
-    output: IO[bytes] = log.open("w+b") if log else tempfile.TemporaryFile()  # noqa: SIM115
-    command = [sys.executable, "-m", module, "--port", str(port), *arguments]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        stop_process(process)
-        output.close()
-
-    url = f"http://127.0.0.1:{port}"
-    if not _wait_until_up(url, process):
-        stop_process(process)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-        output.close()
-        raise RuntimeError(f"the fake {module} did not start: {text}")
-    return url, stop
 
 
 def start_fake_openai_compat(
