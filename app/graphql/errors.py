@@ -17,6 +17,7 @@ from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.types import ExecutionContext
 
 from app.errors import LumiError
+from app.observability import request_id
 
 log = logging.getLogger("app.graphql")
 
@@ -59,16 +60,22 @@ def shape_error(error: GraphQLError, execution_context: ExecutionContext | None)
         extensions.update(original.extensions)
         log.info("graphql error %s: %s", code, error.message)
     elif not expose:
+        # The request id is the X-Request-Id of the HTTP request or websocket the client
+        # sent (or was answered with); the incident id tells errors of one request apart.
         incident = uuid.uuid4().hex[:16]
+        rid = request_id.get()
         operation = execution_context.operation_name if execution_context else None
         log.error(
-            "internal error %s in operation %s",
+            "internal error %s of request %s in operation %s",
             incident,
+            rid,
             operation,
             exc_info=(type(original), original, original.__traceback__) if original else None,
         )
         error.message = INTERNAL_MESSAGE
         error.original_error = None
         extensions["incidentId"] = incident
+        if rid:
+            extensions["requestId"] = rid
     extensions["code"] = code
     error.extensions = extensions

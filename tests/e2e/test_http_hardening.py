@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, mariadb_admin, mariadb_database, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -92,9 +94,48 @@ def test_no_mutation_over_get_and_no_simple_form_posts(strict: Server) -> None:
         strict.graphql, params={"query": 'mutation { createRequest(input: {prompt: "x"}) { id } }'}
     )
     assert get.status_code in (400, 404, 405)
-    form = httpx.post(
-        strict.graphql,
-        content="query={ me { id } }",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    assert form.status_code in (400, 415)
+    # The content types a browser may send cross-site without a preflight (CSRF).
+    mutation = 'mutation { createRequest(input: {prompt: "csrf"}) { id } }'
+    simple = {
+        "application/x-www-form-urlencoded": f"query={mutation}",
+        "text/plain": json.dumps({"query": mutation}),
+        "multipart/form-data; boundary=b": (
+            '--b\r\nContent-Disposition: form-data; name="operations"\r\n\r\n'
+            + json.dumps({"query": mutation})
+            + "\r\n--b--\r\n"
+        ),
+    }
+    for content_type, body in simple.items():
+        refused = httpx.post(strict.graphql, content=body, headers={"Content-Type": content_type})
+        assert refused.status_code in (400, 415), (content_type, refused.text)
+
+
+def test_an_internal_error_shows_no_sql_and_names_the_request_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """A broken database (a table gone) is the unexpected failure a client must not see."""
+    with mariadb_database(f"lumi_mask_{os.getpid()}") as url:
+        server = start_server(tmp_path, name="mask", log_level="info", LUMI_DATABASE_URL=url)
+        try:
+            gallery = {"query": "{ publicModels(first: 5) { edges { node { id name } } } }"}
+            assert httpx.post(server.graphql, json=gallery).json()["data"]
+            with mariadb_admin(url.rsplit("/", 1)[1].split("?")[0]) as admin:
+                admin.cursor().execute("DROP TABLE model_interactions, models")
+            response = httpx.post(server.graphql, json=gallery, headers={"X-Request-Id": "req-42"})
+        finally:
+            stop_server(server)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-42"
+    [error] = response.json()["errors"]
+    assert error["message"] == "internal error"
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert error["extensions"]["requestId"] == "req-42"
+    for leak in ("models", "SELECT", "Traceback", "pymysql", "sqlalchemy", "1146"):
+        assert leak not in response.text
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if '"level"' in line]
+    [logged] = [
+        line for line in lines if line["level"] == "ERROR" and "internal error" in line["message"]
+    ]
+    assert logged["request_id"] == "req-42"
+    assert error["extensions"]["incidentId"] in logged["message"]
+    assert "models" in logged["exception"]  # the cause is in the log, for whoever operates it
