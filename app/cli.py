@@ -17,7 +17,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
 
     host, port = args.host or settings.host, args.port or settings.port
-    if settings.env == "development":
+    if settings.env == "development" and settings.auth_mode == "hs256":
         token = TokenVerifier.from_settings(settings).mint(
             "dev", ttl_seconds=settings.dev_token_ttl_seconds
         )
@@ -27,6 +27,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"{token}\n",
             flush=True,
         )
+    elif settings.env == "development":  # tokens come from the identity provider
+        print(f"Lumi Gateway on http://{host}:{port}/graphql\n", flush=True)
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -52,6 +54,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.auth_mode != "hs256":
+        print(
+            f"lumi token: LUMI_AUTH_MODE is {settings.auth_mode}; tokens come from the "
+            "identity provider, not from lumi (only hs256 tokens can be minted here)",
+            file=sys.stderr,
+        )
+        return 2
     verifier = TokenVerifier.from_settings(settings)
     ttl = args.ttl or settings.dev_token_ttl_seconds
     print(verifier.mint(args.user, name=args.name, ttl_seconds=ttl))
@@ -147,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(run=_migrate)
-    token = commands.add_parser("token", help="print a development token")
+    token = commands.add_parser("token", help="print a development token (hs256 only)")
     token.add_argument("--user", required=True, help="the token's subject")
     token.add_argument("--name", help="display name (defaults to the user)")
     token.add_argument("--ttl", type=int, help="lifetime in seconds")

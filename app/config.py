@@ -91,11 +91,51 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    # Auth: HS256 bearer tokens.
+    # Auth: how a bearer token becomes a user (see README, "Authentication").
+    auth_mode: Literal["hs256", "jwks", "user-service"] = Field(
+        default="hs256",
+        description="hs256: JWTs signed with LUMI_JWT_SECRET; jwks: RS256 JWTs checked "
+        "against the keys at LUMI_JWKS_URL; user-service: the token is sent to "
+        "LUMI_USER_SERVICE_URL, whose answer names the user.",
+    )
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_issuer: str = "lumi"
     jwt_audience: str = "lumi-gateway"
     dev_token_ttl_seconds: int = 30 * 24 * 3600
+    jwks_url: str | None = Field(
+        default=None, description="The identity provider's JWKS document (auth_mode=jwks)."
+    )
+    jwks_cache_seconds: float = Field(
+        default=300, gt=0, description="How long fetched signing keys are trusted."
+    )
+    user_service_url: str | None = Field(
+        default=None,
+        description="Base URL of the user service; GET <url>/me with the caller's bearer "
+        "token answers {id, name} (auth_mode=user-service).",
+    )
+    user_service_cache_seconds: float = Field(
+        default=60, gt=0, description="How long a user service answer is reused (in Redis)."
+    )
+    auth_timeout_seconds: float = Field(
+        default=3, gt=0, le=60, description="Longest wait for the JWKS URL or the user service."
+    )
+
+    # Rate limits per user and per client address; in Redis when processes share it.
+    rate_limit_user_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="GraphQL operations per user per minute; 0: no limit. "
+        "Default: 600 in production, no limit otherwise.",
+    )
+    rate_limit_ip_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="GraphQL operations per client address per minute; 0: no limit. "
+        "Default: 1200 in production, no limit otherwise.",
+    )
+    rate_limit_burst: int = Field(
+        default=60, ge=1, description="Operations allowed at once above the steady rate."
+    )
 
     # Providers.
     # Providers: a failover chain per modality, first choice first (see README).
@@ -191,6 +231,12 @@ class Settings(BaseSettings):
     ws_ping_interval_seconds: float = Field(
         default=15, ge=0, le=600, description="Server pings on a quiet websocket; 0: none."
     )
+    max_subscriptions_per_connection: int = Field(
+        default=20, ge=1, description="Subscriptions one websocket may hold open at once."
+    )
+    max_subscriptions_per_user: int = Field(
+        default=50, ge=1, description="Subscriptions one user may hold open on one API process."
+    )
 
     # Subscriptions: how often a quiet subscription re-checks the event table.
     subscription_recheck_seconds: float = Field(default=2.0, gt=0, le=60)
@@ -217,6 +263,10 @@ class Settings(BaseSettings):
                     if not getattr(self, needed):
                         raise ValueError(f"provider {name} needs LUMI_{needed.upper()}")
         self.concurrency_limits  # noqa: B018 - parses, so a typo fails at start
+        if self.auth_mode == "jwks" and not self.jwks_url:
+            raise ValueError("LUMI_AUTH_MODE=jwks needs LUMI_JWKS_URL")
+        if self.auth_mode == "user-service" and not self.user_service_url:
+            raise ValueError("LUMI_AUTH_MODE=user-service needs LUMI_USER_SERVICE_URL")
         return self
 
     def chain(self, modality: str) -> list[str]:
@@ -244,8 +294,11 @@ class Settings(BaseSettings):
         allowed = {item.strip() for item in self.production_allow.split(",")}
         checks = {
             "dev-secret": (
-                self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
-                or len(self.jwt_secret.get_secret_value()) < 32,
+                (self.auth_mode == "hs256" or self.storage_backend == "local")
+                and (
+                    self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+                    or len(self.jwt_secret.get_secret_value()) < 32
+                ),
                 "LUMI_JWT_SECRET is the development secret or shorter than 32 bytes",
             ),
             "sqlite": (
@@ -284,6 +337,21 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 values.append(value.get_secret_value())
         return [value for value in values if value]
+
+    @property
+    def rate_limits(self) -> tuple[int, int]:
+        """(per user, per address) operations per minute; 0: no limit."""
+        production = self.env == "production"
+        user, address = self.rate_limit_user_per_minute, self.rate_limit_ip_per_minute
+        return (
+            user if user is not None else (600 if production else 0),
+            address if address is not None else (1200 if production else 0),
+        )
+
+    @property
+    def uses_redis(self) -> bool:
+        """Processes share Redis: limits and caches that must hold across them live there."""
+        return self.broker == "redis" or self.bus == "redis"
 
     @property
     def graphiql_enabled(self) -> bool:

@@ -10,11 +10,13 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from app.auth import TokenVerifier
+from app.auth import Authenticator, build_authenticator
 from app.bus import EventBus, InProcessBus, RedisBus
 from app.config import Settings
 from app.db import Database, create_engine
+from app.graphql.limits import SubscriptionSlots
 from app.queue import JobQueue
+from app.ratelimit import MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter, Throttle
 from app.unit import Unit, unit_of_work
 from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
 from providers.limits import MemoryLimiter, RedisLimiter, SlotLimiter
@@ -49,8 +51,12 @@ class Deps:
     queue: JobQueue
     storage: Storage
     providers: Providers
-    tokens: TokenVerifier
+    tokens: Authenticator
     http: httpx.AsyncClient
+    # Shared by the API's Redis-backed parts (rate limits, auth cache); None when embedded.
+    redis: Any = None
+    throttle: Throttle | None = None
+    subscription_slots: SubscriptionSlots | None = None
 
     def unit(self) -> AbstractAsyncContextManager[Unit]:
         """A write transaction whose events and messages go out after it commits."""
@@ -58,6 +64,8 @@ class Deps:
 
     async def aclose(self) -> None:
         await self.providers.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.http.aclose()
         await self.storage.close()
         await self.db.dispose()
@@ -211,6 +219,11 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
     """Builds the loop-bound parts (engine, HTTP client): call it on the loop that uses them."""
     # One HTTP client per process (per loop) for every vendor call and download.
     http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
+    redis = None
+    if settings.uses_redis:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
     return Deps(
         settings=settings,
         db=Database(create_engine(settings.resolved_database_url)),
@@ -218,6 +231,28 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
         queue=queue,
         storage=build_storage(settings),
         providers=build_providers(settings, http),
-        tokens=TokenVerifier.from_settings(settings),
+        tokens=build_authenticator(settings, http=http, redis=redis),
         http=http,
+        redis=redis,
+        throttle=build_throttle(settings, redis),
+        subscription_slots=SubscriptionSlots(
+            per_connection=settings.max_subscriptions_per_connection,
+            per_user=settings.max_subscriptions_per_user,
+        ),
+    )
+
+
+def build_throttle(settings: Settings, redis: Any) -> Throttle | None:
+    """The per-user and per-address rate limits; None when both are off."""
+    burst = settings.rate_limit_burst
+    per_user, per_address = settings.rate_limits
+    if not per_user and not per_address:
+        return None
+    limiter: RateLimiter = (
+        RedisRateLimiter(redis, prefix=settings.redis_namespace) if redis else MemoryRateLimiter()
+    )
+    return Throttle(
+        limiter,
+        per_user=Rate(per_user, burst) if per_user else None,
+        per_address=Rate(per_address, burst) if per_address else None,
     )

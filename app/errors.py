@@ -20,6 +20,13 @@ class Unauthenticated(LumiError):
     default_message = "a valid bearer token is required"
 
 
+class AuthUnavailable(LumiError):
+    """The identity service a token needs (JWKS URL, user service) cannot answer now."""
+
+    code = "AUTH_UNAVAILABLE"
+    default_message = "the identity service is unavailable; try again shortly"
+
+
 class Forbidden(LumiError):
     code = "FORBIDDEN"
     default_message = "not allowed"
@@ -53,3 +60,20 @@ class InsufficientCredits(LumiError):
             required=required,
             balance=balance,
         )
+
+
+class RateLimited(LumiError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, *, retry_after: float, scope: str) -> None:
+        retry_after = max(round(retry_after, 3), 0.001)
+        super().__init__(
+            f"too many requests from this {scope}: try again in {retry_after:g} s",
+            retryAfter=retry_after,
+            scope=scope,
+        )
+
+
+class LimitExceeded(LumiError):
+    code = "LIMIT_EXCEEDED"
+    default_message = "a limit was reached"

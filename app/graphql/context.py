@@ -54,7 +54,7 @@ class Context:
     async def _resolve_viewer(self, token: str | None) -> Viewer | None:
         if token is None:
             return None
-        claims = self.deps.tokens.verify(token)
+        claims = await self.deps.tokens.authenticate(token)
         async with self.deps.db.read() as session:  # the common case: a known user
             user = await users.get_by_external_id(session, claims.subject)
         if user is not None:

@@ -1,4 +1,6 @@
-"""Limits every operation meets before any resolver runs: depth, aliases, tokens, cost.
+"""Limits every operation meets before any resolver runs: depth, aliases, tokens, cost,
+and the rate limits of its client address and user; and how many subscriptions a
+connection and a user may hold open.
 
 Cost weighs list sizes: each field costs 1 times the `first` of every list around it
 (100, the largest page, when `first` comes from a variable or is missing), so a query
@@ -7,9 +9,12 @@ nesting pages of pages is refused however few fields it names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     ASTValidationRule,
@@ -23,11 +28,15 @@ from graphql import (
     ValidationContext,
     ValidationRule,
 )
+from starlette.responses import Response
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 
+from app.errors import LimitExceeded, LumiError, RateLimited
 from app.graphql.pagination import MAX_PAGE
+
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +114,78 @@ def cost_rule(max_cost: int) -> type[ValidationRule]:
             return total
 
     return CostRule
+
+
+class RateLimits(SchemaExtension):
+    """Counts each operation that parsed and validated against the rate limits of its
+    client address and its user, before any resolver runs. A refused operation is
+    answered RATE_LIMITED with `retryAfter` (seconds) and counts against nothing.
+
+    It must come after the ValidationCache extension: that one validates on entering
+    `on_validate`, and this one, entering next, adds its refusal to the outcome, which
+    strawberry reads before any hook exits.
+    """
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        throttle = getattr(getattr(context, "deps", None), "throttle", None)
+        if throttle is not None and not execution.pre_execution_errors:
+            try:
+                viewer = await context.viewer()
+            except LumiError:
+                viewer = None  # a bad token: its resolver says so; the address still counts
+            client = context.request.client
+            try:
+                await throttle.check(
+                    address=client.host if client else None,
+                    user_id=viewer.id if viewer else None,
+                )
+            except RateLimited as exc:
+                execution.pre_execution_errors = [GraphQLError(exc.message, original_error=exc)]
+                if isinstance(context.response, Response):  # HTTP: say it the HTTP way too
+                    retry_after = math.ceil(exc.extensions["retryAfter"])
+                    context.response.headers["Retry-After"] = str(retry_after)
+        yield
+
+
+class SubscriptionSlots:
+    """Open subscriptions per connection and per user, in this API process."""
+
+    def __init__(self, *, per_connection: int, per_user: int) -> None:
+        self.per_connection = per_connection
+        self.per_user = per_user
+        self._connections: Counter[int] = Counter()
+        self._users: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, connection: object, user_id: str) -> Iterator[None]:
+        """One slot for a subscription's lifetime; LIMIT_EXCEEDED when none is left."""
+        key = id(connection)
+        if self._connections[key] >= self.per_connection:
+            raise LimitExceeded(
+                f"this connection already has {self.per_connection} subscriptions open, "
+                "the most it may: complete one first",
+                limit=self.per_connection,
+                scope="connection",
+            )
+        if self._users[user_id] >= self.per_user:
+            raise LimitExceeded(
+                f"you already have {self.per_user} subscriptions open, the most you may: "
+                "complete one first",
+                limit=self.per_user,
+                scope="user",
+            )
+        self._connections[key] += 1
+        self._users[user_id] += 1
+        try:
+            yield
+        finally:
+            _count_down(self._connections, key)
+            _count_down(self._users, user_id)
+
+
+def _count_down(counter: Counter[_K], key: _K) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -15,7 +15,7 @@ from strawberry.extensions import (
 
 from app.graphql.context import Info
 from app.graphql.errors import LumiSchema
-from app.graphql.limits import Limits
+from app.graphql.limits import Limits, RateLimits
 from app.graphql.permissions import IsAuthenticated
 from app.metrics import GRAPHQL_DURATION
 from app.models.resolvers import ModelMutations, ModelQueries
@@ -72,6 +72,7 @@ def build_schema(limits: Limits | None = None, *, introspection: bool = True) ->
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
             *limits.extensions(),
+            RateLimits,
             *([] if introspection else [DisableIntrospection]),
             OperationTimer,
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -59,15 +60,18 @@ def _policy(info: Info) -> service.Policy:
 
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
     deps = info.context.deps
+    viewer = await info.context.require_viewer()
     recheck = deps.settings.subscription_recheck_seconds
-    ACTIVE_SUBSCRIPTIONS.inc()
-    try:
-        stream = follow(deps.db, deps.bus, spec, after=max(after, 0), recheck_seconds=recheck)
-        async for row in stream:
-            EVENTS_DELIVERED.inc()
-            yield to_event(row)
-    finally:
-        ACTIVE_SUBSCRIPTIONS.dec()
+    slots = deps.subscription_slots
+    with slots.hold(info.context, viewer.id) if slots else contextlib.nullcontext():
+        ACTIVE_SUBSCRIPTIONS.inc()
+        try:
+            stream = follow(deps.db, deps.bus, spec, after=max(after, 0), recheck_seconds=recheck)
+            async for row in stream:
+                EVENTS_DELIVERED.inc()
+                yield to_event(row)
+        finally:
+            ACTIVE_SUBSCRIPTIONS.dec()
 
 
 @strawberry.type

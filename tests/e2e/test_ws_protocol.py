@@ -32,6 +32,8 @@ def ws_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         name="ws",
         LUMI_WS_INIT_TIMEOUT_SECONDS="1",
         LUMI_WS_PING_INTERVAL_SECONDS="0.5",
+        LUMI_MAX_SUBSCRIPTIONS_PER_CONNECTION="2",
+        LUMI_MAX_SUBSCRIPTIONS_PER_USER="3",
     )
     yield server
     stop_server(server)
@@ -130,3 +132,49 @@ async def test_ping_is_answered_and_a_quiet_connection_is_pinged(ws_server: Serv
         await send(ws, {"id": "s", "type": "subscribe", "payload": SUBSCRIBE})
         await asyncio.sleep(0.2)
         await send(ws, {"id": "s", "type": "complete"})
+
+
+async def refusals(ws: ClientConnection, quiet: float = 0.5) -> list[tuple[str, dict[str, Any]]]:
+    """(operation id, error) of every subscription refused until the connection is quiet."""
+    refused = []
+    try:
+        while True:
+            message = await receive(ws, timeout=quiet)
+            if message["type"] == "error":
+                refused.append((message["id"], message["payload"][0]))
+            elif message["type"] == "next" and message["payload"].get("errors"):
+                refused.append((message["id"], message["payload"]["errors"][0]))
+    except TimeoutError:
+        return refused
+
+
+async def test_subscriptions_per_connection_and_per_user_are_limited(ws_server: Server) -> None:
+    user = "ws-many"
+    async with connect(ws_server) as first, connect(ws_server) as second:
+        await init(first, user)
+        await init(second, user)
+        for n in range(3):
+            await send(first, {"id": f"a{n}", "type": "subscribe", "payload": SUBSCRIBE})
+        [(refused_id, error)] = await refusals(first)
+        assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
+        assert error["extensions"]["scope"] == "connection"
+        assert error["extensions"]["limit"] == 2
+        # The second connection may hold one more: the user's third.
+        await send(second, {"id": "b0", "type": "subscribe", "payload": SUBSCRIBE})
+        await send(second, {"id": "b1", "type": "subscribe", "payload": SUBSCRIBE})
+        [(_, error)] = await refusals(second)
+        assert error["extensions"]["scope"] == "user"
+        assert error["extensions"]["limit"] == 3
+        # Completing one gives its slot back.
+        held = next(f"a{n}" for n in range(3) if f"a{n}" != refused_id)
+        await send(first, {"id": held, "type": "complete"})
+        await asyncio.sleep(0.2)
+        await send(second, {"id": "b2", "type": "subscribe", "payload": SUBSCRIBE})
+        assert await refusals(second) == []
+    # Closed connections give theirs back too.
+    await asyncio.sleep(0.3)
+    async with connect(ws_server) as third:
+        await init(third, user)
+        await send(third, {"id": "c0", "type": "subscribe", "payload": SUBSCRIBE})
+        await send(third, {"id": "c1", "type": "subscribe", "payload": SUBSCRIBE})
+        assert await refusals(third) == []
