@@ -66,6 +66,8 @@ async def to_images(deps: Deps, request_id: str) -> list[GenerationJob]:
 
 
 async def test_a_transient_failure_retries_later_and_says_so(deps: Deps) -> None:
+    # Retries 30 to 60 s later: "not due yet" must not depend on how busy the machine is.
+    deps.settings.retry_base_seconds = 60
     viewer = await a_viewer(deps)
     request_id = await submit(deps, viewer, image_count=1)
     [image_job] = await to_images(deps, request_id)
