@@ -252,9 +252,19 @@ class Slots:
         if self.limited(vendor):
             await self.providers.limiter.release(vendor, self.holder)
 
-    def waiting(self, error: ProviderError) -> bool:
+    def waiting(self, error: BaseException) -> bool:
         """Whether the chain failed only because limited vendors were full."""
         return isinstance(error, NoProvider) and bool(self.refused)
+
+
+async def _attempt_ended(
+    deps: Deps, job_id: str, attempt: int, slots: Slots, error: BaseException
+) -> None:
+    """An attempt raised `error`: it waits for a vendor slot, or it failed."""
+    if slots.waiting(error):
+        await _wait_for_slot(deps, job_id, attempt, slots.refused)
+    else:
+        await _attempt_failed(deps, job_id, attempt, error)
 
 
 async def _wait_for_slot(deps: Deps, job_id: str, attempt: int, vendors: list[str]) -> None:
@@ -357,14 +367,8 @@ async def generate_image(deps: Deps, job_id: str) -> None:
             await deps.storage.put(key, data, result.content_type)
     except JobGone:
         return
-    except ProviderError as exc:
-        if slots.waiting(exc):
-            await _wait_for_slot(deps, job_id, attempt, slots.refused)
-        else:
-            await _attempt_failed(deps, job_id, attempt, exc)
-        return
     except Exception as exc:
-        await _attempt_failed(deps, job_id, attempt, exc)
+        await _attempt_ended(deps, job_id, attempt, slots, exc)
         return
     async with deps.unit() as unit:
         locked = await _still_running(unit, job_id, attempt)
@@ -420,14 +424,8 @@ async def start_model(deps: Deps, job_id: str) -> None:
             )
     except JobGone:
         return
-    except ProviderError as exc:
-        if slots.waiting(exc):
-            await _wait_for_slot(deps, job_id, attempt, slots.refused)
-        else:
-            await _attempt_failed(deps, job_id, attempt, exc)
-        return
     except Exception as exc:
-        await _attempt_failed(deps, job_id, attempt, exc)
+        await _attempt_ended(deps, job_id, attempt, slots, exc)
         return
     async with deps.unit() as unit:
         locked = await _still_running(unit, job_id, attempt)
