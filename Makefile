@@ -17,6 +17,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Benchmarks with production backends (MariaDB, Redis), outside `make test`; see
+# tests/bench/README.md. BENCH_ARGS="--quick" for a ~10x smaller smoke run.
+bench: $(STAMP)
+	$(VENV)/bin/python -m tests.bench $(BENCH_ARGS)
+
 schema: $(STAMP)
 	$(VENV)/bin/lumi schema > schema.graphql
 
