@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 Payload = dict[str, Any]
 
 
+# Offered to every local subscription when the bus drops or regains its connection:
+# whatever was published meanwhile may be lost, so the subscriber re-reads the table.
+RESYNC: Payload = {}
+
+
 class Subscription(Protocol):
     async def get(self, timeout: float) -> Payload | None:
         """The next message, or None when `timeout` seconds pass without one."""
@@ -27,6 +32,8 @@ class Subscription(Protocol):
 
 
 class EventBus(Protocol):
+    connected: bool  # whether publishes are reaching subscribers right now
+
     async def publish(self, channel: str, payload: Payload) -> None:
         """Deliver to current subscribers; never raises (a failure is logged)."""
         ...
@@ -94,6 +101,8 @@ class _Registry:
 class InProcessBus:
     """Fan-out inside one process; safe to publish from worker threads and other loops."""
 
+    connected = True  # nothing between publisher and subscriber can fail
+
     def __init__(self, queue_size: int = 1000) -> None:
         self._queue_size = queue_size
         self._lock = threading.Lock()
@@ -154,6 +163,7 @@ class RedisBus:
         self._synced_version = 0  # what the reader has told Redis so far
         self._reader: asyncio.Task[None] | None = None
         self.connected = False
+        self._lost = False  # a connection failed since subscribers last re-read the table
 
     async def publish(self, channel: str, payload: Payload) -> None:
         try:
@@ -198,7 +208,10 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.connected = False
+                self._lost = True
+                if self.connected:
+                    self.connected = False
+                    self._resync_all()  # until it is back, subscribers poll the table
                 log.warning("event bus connection lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -206,9 +219,12 @@ class RedisBus:
     async def _read_once(self) -> None:
         async with self._redis.pubsub() as pubsub:
             await pubsub.ping()
-            self.connected = True
             self._changed.set()  # (re)subscribe everything after a reconnect
-            following: set[str] = set()
+            following = await self._sync_channels(pubsub, set())
+            self.connected = True
+            if self._lost:  # what was published while we were away is in the table
+                self._lost = False
+                self._resync_all()
             loop = asyncio.get_running_loop()
             last_ping = loop.time()
             while True:
@@ -234,6 +250,11 @@ class RedisBus:
             self._synced_version = version
             self._synced.notify_all()
         return wanted
+
+    def _resync_all(self) -> None:
+        for followers in list(self._registry.subs.values()):
+            for sub in followers:
+                sub.offer(RESYNC)
 
     def _fan_out(self, message: dict[str, Any]) -> None:
         channel = message["channel"]

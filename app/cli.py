@@ -35,6 +35,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         log_level=args.log_level or settings.log_level,
         log_config=None,  # keep our JSON handler
+        ws_per_message_deflate=settings.ws_per_message_deflate,
     )
     return 0
 

@@ -231,6 +231,10 @@ class Settings(BaseSettings):
     ws_ping_interval_seconds: float = Field(
         default=15, ge=0, le=600, description="Server pings on a quiet websocket; 0: none."
     )
+    ws_per_message_deflate: bool = Field(
+        default=False,
+        description="permessage-deflate on websockets: ~40 KiB more per connection.",
+    )
     max_subscriptions_per_connection: int = Field(
         default=20, ge=1, description="Subscriptions one websocket may hold open at once."
     )
@@ -238,8 +242,9 @@ class Settings(BaseSettings):
         default=50, ge=1, description="Subscriptions one user may hold open on one API process."
     )
 
-    # Subscriptions: how often a quiet subscription re-checks the event table.
-    subscription_recheck_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Subscriptions: how often a quiet subscription re-reads the event table while the
+    # bus is connected (a safety net for a lost publish); every 2 s while it is not.
+    subscription_recheck_seconds: float = Field(default=30.0, gt=0, le=600)
 
     production_allow: str = Field(
         default="",

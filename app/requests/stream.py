@@ -1,8 +1,11 @@
 """Every event, once, in order: the subscription algorithm of DESIGN §3.
 
 Subscribe to the bus first, replay what the table holds after the client's cursor,
-then stream live messages, dropping any already sent. A gap in the numbering, or a
-quiet bus, sends the stream back to the table, so a lost publish costs only latency.
+then stream live messages, dropping any already sent. A gap in the numbering, the bus
+dropping or regaining its connection, or a quiet spell sends the stream back to the
+table, so a lost publish costs only latency. Quiet spells are long while the bus is
+connected (a re-read is then only a safety net, and thousands of idle subscriptions
+must not poll the database) and short while it is not.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from app.tables.base import UtcDateTime
 
 Fetch = Callable[[AsyncSession, int], Awaitable[list[RequestEvent]]]
 BATCH = 500
+OUTAGE_RECHECK = 2.0  # seconds between table re-reads while the bus is disconnected
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +70,10 @@ async def follow(
             if len(rows) == BATCH:
                 continue  # more history to replay
             while True:
-                payload = await sub.get(recheck_seconds)
-                if payload is None:
-                    break  # quiet bus: re-check the table
+                quiet = recheck_seconds if bus.connected else min(recheck_seconds, OUTAGE_RECHECK)
+                payload = await sub.get(quiet)
+                if not payload:
+                    break  # quiet, or the bus dropped or regained its connection: re-read
                 cursor = int(payload[spec.cursor_field])
                 if cursor <= last:
                     continue  # already sent (replayed, or a duplicate publish)

@@ -77,6 +77,10 @@ def outage_setup(tmp_path: Path) -> Iterator[tuple[Server, OwnRedis]]:
         LUMI_BUS="redis",
         LUMI_REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
         LUMI_LOCAL_MODEL_LATENCY_SECONDS="4",
+        # Quiet subscriptions would re-read the table only after a minute: in time, only
+        # the bus's own outage handling (re-read on drop and on return, 2 s polls
+        # between) can deliver what was published while Redis was away.
+        LUMI_SUBSCRIPTION_RECHECK_SECONDS="60",
     )
     try:
         yield server, redis
@@ -114,7 +118,7 @@ async def test_health_and_subscriptions_ride_out_a_redis_outage(
         await asyncio.sleep(1.5)  # the pipeline goes on; its publishes are lost
         redis.start()
         await wait_for_health(server, 200)
-        events = await follower
+        events = await asyncio.wait_for(follower, 20)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["status"] == "COMPLETED"
 

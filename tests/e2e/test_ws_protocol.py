@@ -178,3 +178,11 @@ async def test_subscriptions_per_connection_and_per_user_are_limited(ws_server: 
         await send(third, {"id": "c0", "type": "subscribe", "payload": SUBSCRIBE})
         await send(third, {"id": "c1", "type": "subscribe", "payload": SUBSCRIBE})
         assert await refusals(third) == []
+
+
+async def test_permessage_deflate_is_not_negotiated_by_default(ws_server: Server) -> None:
+    """Small event messages gain little from it; each connection would hold ~40 KiB more."""
+    async with connect(ws_server) as ws:  # the client offers it
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        await init(ws)
