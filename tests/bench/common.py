@@ -53,7 +53,9 @@ SPAWN = multiprocessing.get_context("spawn")
 # The settings the test helpers speed up (tests.conftest.FAST), set back to what a
 # production deployment runs with; benchmarks change only what they name.
 PRODUCTION = {
-    "LUMI_SUBSCRIPTION_RECHECK_SECONDS": "2",
+    "LUMI_SUBSCRIPTION_RECHECK_SECONDS": str(
+        Settings.model_fields["subscription_recheck_seconds"].default
+    ),
     "LUMI_MODEL_POLL_INTERVAL_SECONDS": "1",
     "LUMI_LOCAL_LATENCY_SECONDS": "0",
     "LUMI_LOCAL_MODEL_LATENCY_SECONDS": "0",

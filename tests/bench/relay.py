@@ -1,10 +1,11 @@
 """The latency and capacity floor: a raw Redis pub/sub → websocket relay.
 
 A Starlette app under uvicorn with the settings `lumi serve` uses (one process, the same
-websocket implementation, per-message deflate on as uvicorn's default). A client
-connects to `/ws/{channel}`; one shared pub/sub connection follows every channel under
-the prefix, and each message is sent as it came to the clients of its channel. No
-GraphQL, no database, no authentication: what any relay must at least spend.
+websocket implementation, per-message deflate as LUMI_WS_PER_MESSAGE_DEFLATE says: off
+by default). A client connects to `/ws/{channel}`; one shared pub/sub connection
+follows every channel under the prefix, and each message is sent as it came to the
+clients of its channel. No GraphQL, no database, no authentication: what any relay
+must at least spend.
 
     python -m tests.bench.relay --port P --redis-url URL --prefix PREFIX
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 from collections.abc import AsyncIterator
 
@@ -90,6 +92,9 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         log_level=args.log_level,
+        # As the gateway: the same setting, the same default (off).
+        ws_per_message_deflate=os.environ.get("LUMI_WS_PER_MESSAGE_DEFLATE", "").lower()
+        in {"1", "true", "yes", "on"},
     )
 
 
