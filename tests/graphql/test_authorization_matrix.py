@@ -312,11 +312,15 @@ def test_every_root_field_has_an_entry() -> None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    """The shared settings with instant local providers: each case builds its own state."""
+def settings(tmp_path: Path) -> Settings:
+    """The shared settings with instant local providers: each case builds its own state.
+
+    SQLite only: who may see what is decided by the same repository queries, which the
+    rest of the suite runs on SQLite and MariaDB alike; here they would only double the
+    time of the largest test in the suite."""
     return make_settings(
         tmp_path,
-        database_url=database_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'lumi.db'}",
         local_latency_seconds=0,
         local_model_latency_seconds=0,
         model_poll_interval_seconds=0.01,
