@@ -36,11 +36,6 @@ class Providers:
     model: Chain[ModelGenerator]
     limiter: SlotLimiter
     limits: dict[str, int]
-    redis: Any = None  # the limiter's client, closed with the deps
-
-    async def aclose(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
 
 
 @dataclass
@@ -53,7 +48,8 @@ class Deps:
     providers: Providers
     tokens: Authenticator
     http: httpx.AsyncClient
-    # Shared by the API's Redis-backed parts (rate limits, auth cache); None when embedded.
+    # One client for every Redis-backed part (vendor slots, rate limits, auth cache);
+    # None when nothing uses Redis.
     redis: Any = None
     throttle: Throttle | None = None
     subscription_slots: SubscriptionSlots | None = None
@@ -63,7 +59,6 @@ class Deps:
         return unit_of_work(self.db, self.bus, self.queue)
 
     async def aclose(self) -> None:
-        await self.providers.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.http.aclose()
@@ -184,15 +179,12 @@ def _model(settings: Settings, name: str, http: httpx.AsyncClient) -> ModelGener
     )
 
 
-def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
-    """The chains the settings name, sharing one HTTP client; built on the loop using them."""
+def build_providers(settings: Settings, http: httpx.AsyncClient, redis: Any = None) -> Providers:
+    """The chains the settings name, sharing one HTTP client; built on the loop using them.
+    Worker processes share their vendor slots through `redis` when the broker is Redis."""
     threshold, cooldown = settings.breaker_threshold, settings.breaker_cooldown_seconds
-    redis = None
     limiter: SlotLimiter = MemoryLimiter()
-    if settings.broker == "redis":  # worker processes share their slots through Redis
-        from redis.asyncio import Redis
-
-        redis = Redis.from_url(settings.redis_url)
+    if settings.broker == "redis" and redis is not None:
         limiter = RedisLimiter(redis, prefix=settings.redis_namespace)
     return Providers(
         llm=Chain([_llm(settings, n, http) for n in settings.chain("llm")], threshold, cooldown),
@@ -204,7 +196,6 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
         ),
         limiter=limiter,
         limits=settings.concurrency_limits,
-        redis=redis,
     )
 
 
@@ -230,7 +221,7 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
         bus=bus,
         queue=queue,
         storage=build_storage(settings),
-        providers=build_providers(settings, http),
+        providers=build_providers(settings, http, redis),
         tokens=build_authenticator(settings, http=http, redis=redis),
         http=http,
         redis=redis,
