@@ -26,13 +26,11 @@ from typing import Any
 import httpx
 
 from tests.bench.common import (
-    REDIS_URL,
     CpuMeter,
     Options,
     Row,
     Tracked,
     backend_pids,
-    data_dir,
     insert_rows,
     log,
     make_users,
@@ -42,12 +40,10 @@ from tests.bench.common import (
     profiled,
     rss_kib,
     start_api,
-    start_module,
+    start_relay,
     tokens_for,
-    wait_http,
 )
 from tests.bench.wsclients import Subscribers, Target
-from tests.conftest import free_port
 
 SUBSCRIPTION = "subscription { myRequestUpdates { requestId seq status step progress } }"
 WARM_UP = 20
@@ -154,21 +150,6 @@ def measure(
     return result
 
 
-def _relay(opts: Options, tracked: Tracked) -> tuple[Any, str]:
-    port = free_port()
-    relay_log = data_dir(opts, "capacity") / "relay.log"
-    relay = start_module(
-        tracked,
-        "tests.bench.relay",
-        *("--port", str(port), "--redis-url", REDIS_URL, "--prefix", "lumi-bench-relay:"),
-        *("--log-level", opts.log_level),
-        log_path=relay_log,
-    )
-    relay_url = f"http://127.0.0.1:{port}"
-    wait_http(f"{relay_url}/health", relay, relay_log)
-    return relay, relay_url
-
-
 def run(opts: Options) -> list[Row]:
     n = opts.size(10_000, 1_000)
     processes = opts.size(4, 2)
@@ -205,7 +186,7 @@ def run(opts: Options) -> list[Row]:
                     compression=compression,
                 )
             with Tracked() as tracked:
-                relay, relay_url = _relay(opts, tracked)
+                relay, relay_url = start_relay(opts, tracked, "capacity", "lumi-bench-relay:")
                 ws = relay_url.replace("http://", "ws://", 1)
                 log(f"capacity: {count} connections on the raw relay, client deflate {key}")
                 floor[key] = measure(

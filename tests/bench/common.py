@@ -37,6 +37,7 @@ from tests.conftest import (
     REDIS,
     ROOT,
     Server,
+    free_port,
     lumi,
     mariadb_admin,
     mariadb_database,
@@ -592,3 +593,21 @@ def summarize_profile(raw: Path, top: int = 40) -> str:
     lines += ["", "inclusive:"]
     lines += [f"{100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top * 2)]
     return "\n".join(lines) + "\n"
+
+
+def start_relay(
+    opts: Options, tracked: Tracked, name: str, prefix: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The floor of the websocket benchmarks (`tests/bench/relay.py`): (process, base URL)."""
+    port = free_port()
+    relay_log = data_dir(opts, name) / "relay.log"
+    relay = start_module(
+        tracked,
+        "tests.bench.relay",
+        *("--port", str(port), "--redis-url", REDIS_URL, "--prefix", prefix),
+        *("--log-level", opts.log_level),
+        log_path=relay_log,
+    )
+    relay_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{relay_url}/health", relay, relay_log)
+    return relay, relay_url

@@ -35,7 +35,6 @@ from tests.bench.common import (
     Row,
     Tracked,
     backend_pids,
-    data_dir,
     insert_rows,
     log,
     make_users,
@@ -45,12 +44,10 @@ from tests.bench.common import (
     profiled,
     settings_from,
     start_api,
-    start_module,
+    start_relay,
     tokens_for,
-    wait_http,
 )
 from tests.bench.wsclients import Subscribers, Target
-from tests.conftest import free_port
 
 SUBSCRIPTION = """subscription Follow($id: ID!) {
   requestUpdates(id: $id, afterSeq: 0) {
@@ -291,24 +288,8 @@ def run(opts: Options) -> list[Row]:
         tokens = tokens_for([subject for subject, _ in seeded])
         everyone = [(s, r, t) for (s, r), t in zip(seeded, tokens, strict=True)]
         api = start_api(opts, tracked, env, "latency")
-        port = free_port()
         prefix = f"{env['LUMI_REDIS_NAMESPACE']}:relay:"
-        relay_log = data_dir(opts, "latency") / "relay.log"
-        relay = start_module(
-            tracked,
-            "tests.bench.relay",
-            "--port",
-            str(port),
-            "--redis-url",
-            REDIS_URL,
-            "--prefix",
-            prefix,
-            "--log-level",
-            opts.log_level,
-            log_path=relay_log,
-        )
-        relay_url = f"http://127.0.0.1:{port}"
-        wait_http(f"{relay_url}/health", relay, relay_log)
+        relay, relay_url = start_relay(opts, tracked, "latency", prefix)
         offset = 0
         for n in sizes:
             group = everyone[offset : offset + n]
