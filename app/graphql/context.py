@@ -1,18 +1,24 @@
-"""One context per HTTP operation (or per websocket connection): viewer, deps, loaders."""
+"""One context per HTTP operation (or per websocket connection): viewer, deps, loaders,
+and the operation's database access."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as _Info
 
 from app.auth import Viewer, bearer_token
+from app.db import SharedReads
 from app.deps import Deps
 from app.errors import Unauthenticated
 from app.graphql.loaders import Loaders
+from app.unit import Unit
 from app.users import repository as users
 from app.users.service import to_viewer, viewer_for
 
@@ -31,8 +37,36 @@ class Context:
         self.response = response
         self.connection_params: dict[str, Any] | None = None
         self._viewer: Viewer | None = _UNSET
-        # A websocket context lives as long as its connection: no caching across events.
-        self.loaders = Loaders(deps, self.viewer, cache=not isinstance(request, WebSocket))
+        self._base: str | None = None
+        # A websocket context lives as long as its connection: no caching across events,
+        # and no session held between them.
+        http = not isinstance(request, WebSocket)
+        self._shared = SharedReads(deps.db) if http else None
+        self.loaders = Loaders(self.read, self.viewer, cache=http)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session to read in. Over HTTP the reads of one operation share one session
+        (see `SharedReads`); on a websocket each read has its own."""
+        if self._shared is None:
+            async with self.deps.db.read() as session:
+                yield session
+        else:
+            async with self._shared.session() as session:
+                yield session
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[Unit]:
+        """A unit of work (one write transaction; events and messages after commit).
+        Reads after it see what it wrote."""
+        await self.end_reads()
+        async with self.deps.unit() as unit:
+            yield unit
+
+    async def end_reads(self) -> None:
+        """Ends the shared read transaction: before a write, and when the operation ends."""
+        if self._shared is not None:
+            await self._shared.release()
 
     async def viewer(self) -> Viewer | None:
         """The verified user, or None for an anonymous caller. A bad token is an error."""
@@ -55,10 +89,11 @@ class Context:
         if token is None:
             return None
         claims = await self.deps.tokens.authenticate(token)
-        async with self.deps.db.read() as session:  # the common case: a known user
-            user = await users.get_by_external_id(session, claims.subject)
+        async with self.read() as session:  # the common case: a known user
+            user = await users.identity(session, claims.subject)
         if user is not None:
             return to_viewer(user)
+        await self.end_reads()
         async with self.deps.db.write() as session:
             return await viewer_for(
                 session, claims, initial_credits=self.deps.settings.initial_credits
@@ -73,10 +108,16 @@ class Context:
         """Storage URLs may be relative to the gateway; clients get absolute ones."""
         if url.startswith(("http://", "https://")):
             return url
-        base = self.deps.settings.public_url or str(self.request.base_url)
-        if isinstance(self.request, WebSocket) and not self.deps.settings.public_url:
-            base = base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-        return base.rstrip("/") + url
+        return self._base_url() + url
+
+    def _base_url(self) -> str:
+        """Worked out once per context: a gallery page signs dozens of URLs."""
+        if self._base is None:
+            base = self.deps.settings.public_url or str(self.request.base_url)
+            if isinstance(self.request, WebSocket) and not self.deps.settings.public_url:
+                base = base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+            self._base = base.rstrip("/")
+        return self._base
 
 
 def token_from_params(params: dict[str, Any]) -> str | None:

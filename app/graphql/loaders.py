@@ -17,15 +17,19 @@ from app.users import repository as users
 RowT = TypeVar("RowT")
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from app.auth import Viewer
-    from app.deps import Deps
 
     ViewerOf = Callable[[], Awaitable[Viewer | None]]
+    Read = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 class Loaders:
-    def __init__(self, deps: Deps, viewer: ViewerOf, *, cache: bool = True) -> None:
-        self._deps = deps
+    """`read` opens a session to read in (the operation's, see `Context.read`)."""
+
+    def __init__(self, read: Read, viewer: ViewerOf, *, cache: bool = True) -> None:
+        self._read = read
         self._viewer = viewer
         self.user_by_id = DataLoader(self._user_by_id, cache=cache)
         self.image_by_id = DataLoader(self._image_by_id, cache=cache)
@@ -48,7 +52,7 @@ class Loaders:
         ids: Sequence[str],
     ) -> list[list[RowT]]:
         """One query for the whole batch; each request id gets its rows, in fetch order."""
-        async with self._deps.db.read() as session:
+        async with self._read() as session:
             rows = await fetch(session, ids)
         grouped: dict[str, list[RowT]] = defaultdict(list)
         for row in rows:
@@ -62,7 +66,7 @@ class Loaders:
         key: Callable[[RowT], str | None] = lambda row: row.id,  # type: ignore[attr-defined]
     ) -> list[RowT | None]:
         """One query for the whole batch; each key gets its row or None."""
-        async with self._deps.db.read() as session:
+        async with self._read() as session:
             rows = await fetch(session, ids)
         found = {key(row): row for row in rows}
         return [found.get(i) for i in ids]
@@ -83,7 +87,7 @@ class Loaders:
         viewer = await self._viewer()
         if viewer is None:
             return [frozenset()] * len(model_ids)
-        async with self._deps.db.read() as session:
+        async with self._read() as session:
             rows = await models.interactions_of(session, viewer.id, model_ids)
         kinds: dict[str, set[str]] = defaultdict(set)
         for row in rows:

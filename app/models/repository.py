@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, delete, or_, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
-from app.tables import Model, ModelInteraction, utcnow
+from app.tables import Model, ModelInteraction, User, utcnow
 
 # What each interaction adds to the counters (and to popularity, which weighs them).
 COUNTER = {"LIKE": "like_count", "FAVORITE": "favorite_count"}
@@ -44,19 +47,173 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[Model]:
     return list(result.scalars())
 
 
-def _after(column: Any, value: Any, model_id: str) -> ColumnElement[bool]:
+def _after(column: Any, value: Any, model_id: Any) -> ColumnElement[bool]:
     """Rows strictly after (value, id) in descending order: the keyset condition."""
     return or_(column < value, and_(column == value, col(Model.id) < model_id))
 
 
-async def list_owned(
-    session: AsyncSession, owner_id: str, *, limit: int, after: tuple[Any, str] | None
-) -> list[Model]:
-    query = select(Model).where(col(Model.owner_id) == owner_id)
+class ModelRow(Protocol):
+    """A model's columns: an ORM `Model`, or a row of a card query (read-only lists
+    skip the ORM: building a table object per row cost more than the query)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def source_image_id(self) -> str | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def file_key(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def preview_key(self) -> str | None: ...
+    @property
+    def files(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def file_size(self) -> int: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def visibility(self) -> str: ...
+    @property
+    def published_at(self) -> datetime | None: ...
+    @property
+    def like_count(self) -> int: ...
+    @property
+    def favorite_count(self) -> int: ...
+    @property
+    def download_count(self) -> int: ...
+    @property
+    def popularity(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+class ModelCard(ModelRow, Protocol):
+    """A model's columns and, when its query was asked for them (`Extras`), its owner's
+    display name and whether the viewer likes and favorites it."""
+
+    @property
+    def owner_name(self) -> str: ...
+    @property
+    def liked(self) -> bool: ...
+    @property
+    def favorited(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """What a card query adds to each model: the owner's name, and the viewer's likes
+    and favorites (`viewer_id`; None adds nothing)."""
+
+    owner: bool = False
+    viewer_id: str | None = None
+
+
+_MODEL_COLUMNS = tuple(c for c in Model.__table__.columns if c.key != "updated_at")  # type: ignore[attr-defined]
+
+# The list statements are built once per shape and run with new parameters each time:
+# building a statement (and its cache key) cost more than running it.
+
+
+@functools.cache
+def _cards(owner: bool, viewer: bool) -> Select[Any]:
+    """SELECT a model's columns and the asked extras, in one statement; with `viewer`,
+    the parameter `viewer_id`."""
+    query: Select[Any] = select(*_MODEL_COLUMNS)
+    if owner:
+        query = query.add_columns(col(User.display_name).label("owner_name")).join(
+            User, col(User.id) == col(Model.owner_id)
+        )
+    if viewer:
+        for kind, label in (("LIKE", "liked"), ("FAVORITE", "favorited")):
+            other = aliased(ModelInteraction)  # a list of likes joins the table itself
+            mine = exists().where(
+                col(other.user_id) == bindparam("viewer_id"),
+                col(other.model_id) == col(Model.id),
+                col(other.type) == kind,
+            )
+            query = query.add_columns(mine.correlate(Model).label(label))
+    return query
+
+
+def _paged(query: Select[Any], column: Any, *, paged: bool) -> Select[Any]:
+    """`query` ordered by `column` then id, descending, from after the parameters
+    `after_value`, `after_id` when `paged`, `limit` rows."""
+    if paged:
+        query = query.where(_after(column, bindparam("after_value"), bindparam("after_id")))
+    return query.order_by(column.desc(), col(Model.id).desc()).limit(bindparam("limit"))
+
+
+def _params(
+    extras: Extras, limit: int, after: tuple[Any, str] | None, **values: Any
+) -> dict[str, Any]:
+    params = {"limit": limit, **values}
+    if extras.viewer_id is not None:
+        params["viewer_id"] = extras.viewer_id
     if after is not None:
-        query = query.where(_after(col(Model.created_at), *after))
-    query = query.order_by(col(Model.created_at).desc(), col(Model.id).desc()).limit(limit)
-    return list((await session.execute(query)).scalars())
+        params["after_value"], params["after_id"] = after
+    return params
+
+
+@functools.cache
+def _owned_query(paged: bool, owner: bool, viewer: bool) -> Select[Any]:
+    query = _cards(owner, viewer).where(col(Model.owner_id) == bindparam("owner_id"))
+    return _paged(query, col(Model.created_at), paged=paged)
+
+
+@functools.cache
+def _public_query(sort: str, paged: bool, owner: bool, viewer: bool) -> Select[Any]:
+    query = _cards(owner, viewer).where(
+        col(Model.visibility) == "PUBLIC", col(Model.published_at) <= bindparam("as_of")
+    )
+    return _paged(query, col(SORT_COLUMNS[sort]), paged=paged)
+
+
+@functools.cache
+def _interacted_query(paged: bool, owner: bool, viewer: bool) -> Select[Any]:
+    stamp = col(ModelInteraction.created_at)
+    query = (
+        _cards(owner, viewer)
+        .add_columns(stamp.label("interacted_at"))
+        .join(ModelInteraction, col(ModelInteraction.model_id) == col(Model.id))
+        .where(
+            col(ModelInteraction.user_id) == bindparam("user_id"),
+            col(ModelInteraction.type) == bindparam("kind"),
+            or_(col(Model.visibility) == "PUBLIC", col(Model.owner_id) == bindparam("user_id")),
+        )
+    )
+    return _paged(query, stamp, paged=paged)
+
+
+async def _fetch_cards(
+    session: AsyncSession, query: Select[Any], params: dict[str, Any]
+) -> list[ModelCard]:
+    rows = (await session.execute(query, params)).all()
+    return cast(list[ModelCard], rows)
+
+
+async def list_owned(
+    session: AsyncSession,
+    owner_id: str,
+    *,
+    limit: int,
+    after: tuple[Any, str] | None,
+    extras: Extras = Extras(),
+) -> list[ModelCard]:
+    query = _owned_query(after is not None, extras.owner, extras.viewer_id is not None)
+    return await _fetch_cards(session, query, _params(extras, limit, after, owner_id=owner_id))
 
 
 async def list_public(
@@ -66,15 +223,12 @@ async def list_public(
     limit: int,
     after: tuple[Any, str] | None,
     as_of: datetime,
-) -> list[Model]:
+    extras: Extras = Extras(),
+) -> list[ModelCard]:
     """Public models by `sort`; only those published by `as_of`, so a walk through the
     pages is not shifted by models published during it."""
-    column = col(SORT_COLUMNS[sort])
-    query = select(Model).where(col(Model.visibility) == "PUBLIC", col(Model.published_at) <= as_of)
-    if after is not None:
-        query = query.where(_after(column, *after))
-    query = query.order_by(column.desc(), col(Model.id).desc()).limit(limit)
-    return list((await session.execute(query)).scalars())
+    query = _public_query(sort, after is not None, extras.owner, extras.viewer_id is not None)
+    return await _fetch_cards(session, query, _params(extras, limit, after, as_of=as_of))
 
 
 async def list_interacted(
@@ -84,22 +238,13 @@ async def list_interacted(
     *,
     limit: int,
     after: tuple[Any, str] | None,
-) -> list[tuple[Model, datetime]]:
+    extras: Extras = Extras(),
+) -> list[tuple[ModelCard, datetime]]:
     """Models `user_id` liked (or favorited) that they may still see, latest first."""
-    stamp = col(ModelInteraction.created_at)
-    query = (
-        select(Model, stamp)
-        .join(ModelInteraction, col(ModelInteraction.model_id) == col(Model.id))
-        .where(
-            col(ModelInteraction.user_id) == user_id,
-            col(ModelInteraction.type) == kind,
-            or_(col(Model.visibility) == "PUBLIC", col(Model.owner_id) == user_id),
-        )
-    )
-    if after is not None:
-        query = query.where(_after(stamp, *after))
-    query = query.order_by(stamp.desc(), col(Model.id).desc()).limit(limit)
-    return [(model, created) for model, created in (await session.execute(query)).all()]
+    query = _interacted_query(after is not None, extras.owner, extras.viewer_id is not None)
+    params = _params(extras, limit, after, user_id=user_id, kind=kind)
+    rows = await _fetch_cards(session, query, params)
+    return [(row, row.interacted_at) for row in cast(list[Any], rows)]
 
 
 async def interactions_of(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import strawberry
@@ -17,23 +18,23 @@ from app.graphql.pagination import (
 )
 from app.graphql.permissions import IsAnyone, IsAuthenticated
 from app.models import repository, service
+from app.models.repository import ModelCard
 from app.models.types import (
+    Asked,
     InteractionStatus,
     ModelConnection,
     ModelDownload,
     ModelSort,
     ModelType,
     UpdateModelInput,
+    card_nodes,
+    model_nodes,
 )
 from app.requests.service import check_id
 from app.tables import Model, utcnow
 
 
-def _node(row: Model) -> ModelType:
-    return ModelType(row=row)
-
-
-def _sort_value(row: Model, sort: ModelSort) -> object:
+def _sort_value(row: ModelCard, sort: ModelSort) -> object:
     column = repository.SORT_COLUMNS[sort.value]
     return getattr(row, column.key)
 
@@ -49,16 +50,19 @@ class ModelQueries:
         viewer = await info.context.require_viewer()
         limit, cursor = check_first(first), decode_cursor(after)
         position = (cursor.value, cursor.row_id) if cursor else None
-        async with info.context.deps.db.read() as session:
-            rows = await repository.list_owned(session, viewer.id, limit=limit + 1, after=position)
-        edges, page = paginate(
+        asked = _asked(info)
+        extras = await asked.extras(info)
+        async with info.context.read() as session:
+            rows = await repository.list_owned(
+                session, viewer.id, limit=limit + 1, after=position, extras=extras
+            )
+        return _connection(
             rows,
+            card_nodes(rows[:limit], asked, extras),
             limit=limit,
             after=after,
             cursor_of=lambda r: encode_cursor(r.created_at, r.id),
-            node_of=_node,
         )
-        return ModelConnection(edges=edges, page_info=page)
 
     @strawberry.field(
         description=(
@@ -79,18 +83,19 @@ class ModelQueries:
         cursor = decode_cursor(after, timed=timed)
         as_of = (cursor.as_of if cursor else None) or utcnow()
         position = (cursor.value, cursor.row_id) if cursor else None
-        async with info.context.deps.db.read() as session:
+        asked = _asked(info)
+        extras = await asked.extras(info)
+        async with info.context.read() as session:
             rows = await repository.list_public(
-                session, sort.value, limit=limit + 1, after=position, as_of=as_of
+                session, sort.value, limit=limit + 1, after=position, as_of=as_of, extras=extras
             )
-        edges, page = paginate(
+        return _connection(
             rows,
+            card_nodes(rows[:limit], asked, extras),
             limit=limit,
             after=after,
             cursor_of=lambda r: encode_cursor(_sort_value(r, sort), r.id, as_of),  # type: ignore[arg-type]
-            node_of=_node,
         )
-        return ModelConnection(edges=edges, page_info=page)
 
     @strawberry.field(
         description="A model the viewer may see: their own, or a public one.",
@@ -98,8 +103,9 @@ class ModelQueries:
     )
     async def model(self, info: Info, id: strawberry.ID) -> ModelType:
         viewer = await info.context.viewer()
-        async with info.context.deps.db.read() as session:
-            return ModelType(row=await service.visible(session, viewer, id))
+        async with info.context.read() as session:
+            row = await service.visible(session, viewer, id)
+        return await _node(info, row)
 
     @strawberry.field(
         description="Models the viewer likes, latest like first.",
@@ -142,32 +148,60 @@ async def _interacted(info: Info, kind: str, first: int, after: str | None) -> M
     viewer = await info.context.require_viewer()
     limit, cursor = check_first(first), decode_cursor(after)
     position = (cursor.value, cursor.row_id) if cursor else None
-    async with info.context.deps.db.read() as session:
+    asked = _asked(info)
+    extras = await asked.extras(info)
+    async with info.context.read() as session:
         rows = await repository.list_interacted(
-            session, viewer.id, kind, limit=limit + 1, after=position
+            session, viewer.id, kind, limit=limit + 1, after=position, extras=extras
         )
-    edges, page = paginate(
-        rows,
+    stamps = {card.id: stamp for card, stamp in rows}
+    cards = [card for card, _ in rows]
+    return _connection(
+        cards,
+        card_nodes(cards[:limit], asked, extras),
         limit=limit,
         after=after,
-        cursor_of=lambda r: encode_cursor(r[1], r[0].id),
-        node_of=lambda r: ModelType(row=r[0]),
+        cursor_of=lambda r: encode_cursor(stamps[r.id], r.id),
+    )
+
+
+def _asked(info: Info) -> Asked:
+    """What a connection's nodes are asked for (under `edges { node { … } }`)."""
+    return Asked.of(info)
+
+
+def _connection(
+    rows: Sequence[ModelCard],
+    nodes: list[ModelType],
+    *,
+    limit: int,
+    after: str | None,
+    cursor_of: Callable[[ModelCard], str],
+) -> ModelConnection:
+    """A page from `limit + 1` fetched rows and the nodes of the first `limit`."""
+    by_id = {node.row.id: node for node in nodes}
+    edges, page = paginate(
+        rows, limit=limit, after=after, cursor_of=cursor_of, node_of=lambda r: by_id[r.id]
     )
     return ModelConnection(edges=edges, page_info=page)
 
 
+async def _node(info: Info, row: Model) -> ModelType:
+    return (await model_nodes(info, [row]))[0]
+
+
 async def _interact(info: Info, model_id: str, kind: str, *, on: bool) -> ModelType:
     viewer = await info.context.require_viewer()
-    async with info.context.deps.unit() as unit:
+    async with info.context.unit() as unit:
         row = await service.set_interaction(unit, viewer, model_id, kind, on=on)
-    return ModelType(row=row)
+    return await _node(info, row)
 
 
 async def _visibility(info: Info, model_id: str, visibility: str) -> ModelType:
     viewer = await info.context.require_viewer()
-    async with info.context.deps.unit() as unit:
+    async with info.context.unit() as unit:
         row = await service.set_visibility(unit, viewer, model_id, visibility)
-    return ModelType(row=row)
+    return await _node(info, row)
 
 
 @strawberry.type
@@ -180,11 +214,11 @@ class ModelMutations:
         self, info: Info, id: strawberry.ID, input: UpdateModelInput
     ) -> ModelType:
         viewer = await info.context.require_viewer()
-        async with info.context.deps.unit() as unit:
+        async with info.context.unit() as unit:
             row = await service.update_model(
                 unit, viewer, id, name=input.name, description=input.description
             )
-        return ModelType(row=row)
+        return await _node(info, row)
 
     @strawberry.mutation(
         description="Show the model in the public gallery.", permission_classes=[IsAuthenticated]
@@ -206,7 +240,7 @@ class ModelMutations:
     async def delete_model(self, info: Info, id: strawberry.ID) -> strawberry.ID:
         viewer = await info.context.require_viewer()
         deps = info.context.deps
-        async with deps.unit() as unit:
+        async with info.context.unit() as unit:
             keys = await service.delete_model(unit, viewer, id)
         for key in keys:  # after commit: a rolled-back delete must keep its files
             await deps.storage.delete(key)
@@ -218,7 +252,7 @@ class ModelMutations:
     )
     async def download_model(self, info: Info, id: strawberry.ID) -> ModelDownload:
         viewer = await info.context.require_viewer()
-        async with info.context.deps.unit() as unit:
+        async with info.context.unit() as unit:
             row = await service.count_download(unit, viewer, id)
         ttl = info.context.deps.settings.download_url_ttl_seconds
         url = info.context.deps.storage.url(
@@ -227,7 +261,7 @@ class ModelMutations:
         return ModelDownload(
             url=info.context.absolute_url(url),
             expires_at=utcnow() + timedelta(seconds=ttl),
-            model=ModelType(row=row),
+            model=await _node(info, row),
         )
 
     @strawberry.mutation(description="Like a model (once).", permission_classes=[IsAuthenticated])

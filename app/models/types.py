@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
 from app.graphql.context import Info
+from app.graphql.lookahead import selected_names
 from app.graphql.pagination import Edge, PageInfo
-from app.tables import Model
+from app.models.repository import Extras, ModelCard, ModelRow
 
 if TYPE_CHECKING:
     from app.requests.types import GeneratedImageType, GenerationRequestType
@@ -38,19 +41,95 @@ class PublicProfile:
 
 @strawberry.type(name="Model", description="A 3D model in its owner's library.")
 class ModelType:
-    row: strawberry.Private[Model]
+    """Fields are copied from the row and from batch loads, so they resolve by attribute,
+    the cheapest path (a resolver per field of every node was most of a gallery page's
+    cost). Build nodes with `model_nodes` or `card_nodes`: they load the viewer's likes
+    and the owners' profiles, once for all the nodes, when the operation asks for them."""
 
-    @strawberry.field(description="Stable id of the model.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(self.row.id)
+    id: strawberry.ID = strawberry.field(description="Stable id of the model.")
+    name: str = strawberry.field(description="Name shown in the library and the gallery.")
+    description: str | None = strawberry.field(description="Free text from the owner.")
 
-    @strawberry.field(description="Name shown in the library and the gallery.")
-    def name(self) -> str:
-        return self.row.name
+    format: str = strawberry.field(description="File format of `fileUrl`, lower case: glb or obj.")
+    file_size: int = strawberry.field(
+        description="Size of the model's files in bytes, all together."
+    )
+    status: str = strawberry.field(description="READY once the file is stored.")
+    visibility: Visibility = strawberry.field(
+        description="PRIVATE (owner only) or PUBLIC (the gallery)."
+    )
+    published_at: datetime | None = strawberry.field(
+        description="When the model was last published (UTC); null if private."
+    )
+    like_count: int = strawberry.field(description="How many users like the model.")
+    favorite_count: int = strawberry.field(
+        description="How many users keep the model among their favorites."
+    )
+    download_count: int = strawberry.field(description="How many times the model was downloaded.")
+    provider: str | None = strawberry.field(description="Which 3D provider built the model.")
+    created_at: datetime = strawberry.field(description="When the model was created (UTC).")
 
-    @strawberry.field(description="Free text from the owner.")
-    def description(self) -> str | None:
-        return self.row.description
+    liked_by_me: bool = strawberry.field(
+        description="Whether the viewer likes the model (false when anonymous)."
+    )
+    favorited_by_me: bool = strawberry.field(
+        description="Whether the viewer favorited it (false when anonymous)."
+    )
+    owner: PublicProfile | None = strawberry.field(description="The owner's public profile.")
+
+    row: strawberry.Private[ModelRow]
+
+    @classmethod
+    def of(
+        cls,
+        row: ModelRow,
+        *,
+        kinds: frozenset[str] | None = None,
+        owner: PublicProfile | None = None,
+    ) -> ModelType:
+        """`kinds`: the viewer's LIKE and FAVORITE of it, and `owner`, loaded in batches
+        (`model_nodes`, `card_nodes`) when the operation asks for them; None otherwise."""
+        return cls(
+            id=strawberry.ID(row.id),
+            name=row.name,
+            description=row.description,
+            format=row.format,
+            file_size=row.file_size,
+            status=row.status,
+            visibility=Visibility(row.visibility),
+            published_at=row.published_at,
+            like_count=row.like_count,
+            favorite_count=row.favorite_count,
+            download_count=row.download_count,
+            provider=row.provider,
+            created_at=row.created_at,
+            liked_by_me=_NOT_LOADED if kinds is None else "LIKE" in kinds,
+            favorited_by_me=_NOT_LOADED if kinds is None else "FAVORITE" in kinds,
+            owner=owner,
+            row=row,
+        )
+
+    @strawberry.field(description="The request that produced the model; owner only.")
+    async def source_request(
+        self, info: Info
+    ) -> Annotated[GenerationRequestType, strawberry.lazy("app.requests.types")] | None:
+        from app.requests.types import GenerationRequestType
+
+        if not await self._viewer_owns(info) or self.row.request_id is None:
+            return None
+        row = await info.context.loaders.request_by_id.load(self.row.request_id)
+        return GenerationRequestType(row=row) if row else None
+
+    @strawberry.field(description="The image the model was built from; owner only.")
+    async def source_image(
+        self, info: Info
+    ) -> Annotated[GeneratedImageType, strawberry.lazy("app.requests.types")] | None:
+        from app.requests.types import GeneratedImageType
+
+        if not await self._viewer_owns(info) or self.row.source_image_id is None:
+            return None
+        row = await info.context.loaders.image_by_id.load(self.row.source_image_id)
+        return GeneratedImageType(row=row) if row else None
 
     @strawberry.field(
         description="Every file of the model, the main one first: a GLB alone, or an OBJ "
@@ -76,83 +155,6 @@ class ModelType:
             for file in files
         ]
 
-    @strawberry.field(description="File format of `fileUrl`, lower case: glb or obj.")
-    def format(self) -> str:
-        return self.row.format
-
-    @strawberry.field(description="Size of the model's files in bytes, all together.")
-    def file_size(self) -> int:
-        return self.row.file_size
-
-    @strawberry.field(description="READY once the file is stored.")
-    def status(self) -> str:
-        return self.row.status
-
-    @strawberry.field(description="PRIVATE (owner only) or PUBLIC (the gallery).")
-    def visibility(self) -> Visibility:
-        return Visibility(self.row.visibility)
-
-    @strawberry.field(description="When the model was last published (UTC); null if private.")
-    def published_at(self) -> datetime | None:
-        return self.row.published_at
-
-    @strawberry.field(description="How many users like the model.")
-    def like_count(self) -> int:
-        return self.row.like_count
-
-    @strawberry.field(description="How many users keep the model among their favorites.")
-    def favorite_count(self) -> int:
-        return self.row.favorite_count
-
-    @strawberry.field(description="How many times the model was downloaded.")
-    def download_count(self) -> int:
-        return self.row.download_count
-
-    @strawberry.field(description="Which 3D provider built the model.")
-    def provider(self) -> str | None:
-        return self.row.provider
-
-    @strawberry.field(description="When the model was created (UTC).")
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @strawberry.field(description="Whether the viewer likes the model (false when anonymous).")
-    async def liked_by_me(self, info: Info) -> bool:
-        return "LIKE" in await info.context.loaders.my_interactions.load(self.row.id)
-
-    @strawberry.field(description="Whether the viewer favorited it (false when anonymous).")
-    async def favorited_by_me(self, info: Info) -> bool:
-        return "FAVORITE" in await info.context.loaders.my_interactions.load(self.row.id)
-
-    @strawberry.field(description="The owner's public profile.")
-    async def owner(self, info: Info) -> PublicProfile | None:
-        user = await info.context.loaders.user_by_id.load(self.row.owner_id)
-        if user is None:
-            return None
-        return PublicProfile(id=strawberry.ID(user.id), display_name=user.display_name)
-
-    @strawberry.field(description="The request that produced the model; owner only.")
-    async def source_request(
-        self, info: Info
-    ) -> Annotated[GenerationRequestType, strawberry.lazy("app.requests.types")] | None:
-        from app.requests.types import GenerationRequestType
-
-        if not await self._viewer_owns(info) or self.row.request_id is None:
-            return None
-        row = await info.context.loaders.request_by_id.load(self.row.request_id)
-        return GenerationRequestType(row=row) if row else None
-
-    @strawberry.field(description="The image the model was built from; owner only.")
-    async def source_image(
-        self, info: Info
-    ) -> Annotated[GeneratedImageType, strawberry.lazy("app.requests.types")] | None:
-        from app.requests.types import GeneratedImageType
-
-        if not await self._viewer_owns(info) or self.row.source_image_id is None:
-            return None
-        row = await info.context.loaders.image_by_id.load(self.row.source_image_id)
-        return GeneratedImageType(row=row) if row else None
-
     @strawberry.field(description="A signed, expiring URL of the model file.")
     def file_url(self, info: Info) -> str:
         return signed_url(info, self.row.file_key, f"{self.row.id}.{self.row.format}")
@@ -164,6 +166,90 @@ class ModelType:
     async def _viewer_owns(self, info: Info) -> bool:
         viewer = await info.context.viewer()
         return viewer is not None and viewer.id == self.row.owner_id
+
+
+# Fields of a model that need more than its row: loaded in batches, when asked for.
+_VIEWER_FIELDS = frozenset({"likedByMe", "favoritedByMe"})
+_OWNER_FIELDS = frozenset({"owner"})
+# What a non-null field holds when nobody loaded it: resolving it is a GraphQL error
+# (loud), never a quiet `false`. Loading follows the operation's own selection, so
+# this is a guard against a node built by hand.
+_NOT_LOADED: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """Which of a model's batch-loaded fields the operation asks for under a field."""
+
+    kinds: bool  # likedByMe or favoritedByMe
+    owner: bool
+
+    @classmethod
+    def of(cls, info: Info) -> Asked:
+        names = selected_names(info)
+        return cls(kinds=bool(names & _VIEWER_FIELDS), owner=bool(names & _OWNER_FIELDS))
+
+    async def extras(self, info: Info) -> Extras:
+        """What a card query must add to each row for these fields (see `card_nodes`)."""
+        viewer = await info.context.viewer() if self.kinds else None
+        return Extras(owner=self.owner, viewer_id=viewer.id if viewer else None)
+
+
+def card_nodes(rows: Sequence[ModelCard], asked: Asked, extras: Extras) -> list[ModelType]:
+    """Nodes from the rows of a card query made with `extras` (one statement for a page)."""
+    return [
+        ModelType.of(
+            row,
+            kinds=_card_kinds(row, asked, extras),
+            owner=PublicProfile(id=strawberry.ID(row.owner_id), display_name=row.owner_name)
+            if asked.owner
+            else None,
+        )
+        for row in rows
+    ]
+
+
+def _card_kinds(row: ModelCard, asked: Asked, extras: Extras) -> frozenset[str] | None:
+    if not asked.kinds:
+        return None
+    if extras.viewer_id is None:  # anonymous: likes nothing
+        return frozenset()
+    return _KINDS[bool(row.liked), bool(row.favorited)]
+
+
+_KINDS = {
+    (True, True): frozenset({"LIKE", "FAVORITE"}),
+    (True, False): frozenset({"LIKE"}),
+    (False, True): frozenset({"FAVORITE"}),
+    (False, False): frozenset(),
+}
+
+
+async def model_nodes(info: Info, rows: Sequence[ModelRow]) -> list[ModelType]:
+    """Nodes for `rows`, with the viewer's likes and favorites and the owners' profiles of
+    all of them loaded at once (a batch each, through the operation's DataLoaders, so
+    the nodes of many parents share them) when the operation asks for them anywhere
+    under the current field. Those fields then resolve without awaiting. The two loads
+    go one after the other, so both can use the operation's one session."""
+    if not rows:
+        return []
+    asked = Asked.of(info)
+    loaders = info.context.loaders
+    kinds: Sequence[frozenset[str] | None] = [None] * len(rows)
+    profiles: Sequence[PublicProfile | None] = [None] * len(rows)
+    if asked.kinds:
+        kinds = await loaders.my_interactions.load_many([row.id for row in rows])
+    if asked.owner:
+        users = await loaders.user_by_id.load_many([row.owner_id for row in rows])
+        profiles = [
+            PublicProfile(id=strawberry.ID(user.id), display_name=user.display_name)
+            if user
+            else None
+            for user in users
+        ]
+    return [
+        ModelType.of(row, kinds=k, owner=p) for row, k, p in zip(rows, kinds, profiles, strict=True)
+    ]
 
 
 @strawberry.type(name="ModelFile", description="One file of a 3D model.")

@@ -61,6 +61,7 @@ def _policy(info: Info) -> service.Policy:
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
     deps = info.context.deps
     viewer = await info.context.require_viewer()
+    await info.context.end_reads()  # over HTTP, hold no session for the stream's life
     recheck = deps.settings.subscription_recheck_seconds
     slots = deps.subscription_slots
     with slots.hold(info.context, viewer.id) if slots else contextlib.nullcontext():
@@ -83,7 +84,7 @@ class RequestQueries:
     async def request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         service.check_id(id, "id")
-        async with info.context.deps.db.read() as session:
+        async with info.context.read() as session:
             row = await repository.get_owned(session, id, viewer.id)
         if row is None:
             raise RequestNotFound()
@@ -104,7 +105,7 @@ class RequestQueries:
         limit = check_first(first)
         cursor = decode_cursor(after)
         position = (cursor.value, cursor.row_id) if cursor else None
-        async with info.context.deps.db.read() as session:
+        async with info.context.read() as session:
             rows = await repository.list_page(
                 session, viewer.id, limit=limit + 1, after=position, status=status
             )
@@ -154,7 +155,7 @@ class RequestMutations:
             model_provider=input.model_provider,
             model_format=input.model_format.value,
         )
-        async with deps.unit() as unit:
+        async with info.context.unit() as unit:
             row = await service.create_request(unit, viewer, new, _policy(info))
         return GenerationRequestType(row=row)
 
@@ -169,7 +170,7 @@ class RequestMutations:
         self, info: Info, request_id: strawberry.ID, image_id: strawberry.ID
     ) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
-        async with info.context.deps.unit() as unit:
+        async with info.context.unit() as unit:
             row = await service.select_image(unit, viewer, request_id, image_id, _policy(info))
         return GenerationRequestType(row=row)
 
@@ -182,7 +183,7 @@ class RequestMutations:
     )
     async def retry_request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
-        async with info.context.deps.unit() as unit:
+        async with info.context.unit() as unit:
             row = await service.retry_request(unit, viewer, id, _policy(info))
         return GenerationRequestType(row=row)
 
@@ -195,7 +196,7 @@ class RequestMutations:
     )
     async def cancel_request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
-        async with info.context.deps.unit() as unit:
+        async with info.context.unit() as unit:
             row = await service.cancel_request(unit, viewer, id)
         return GenerationRequestType(row=row)
 
@@ -205,7 +206,7 @@ class RequestMutations:
     )
     async def delete_request(self, info: Info, id: strawberry.ID) -> strawberry.ID:
         viewer = await info.context.require_viewer()
-        async with info.context.deps.unit() as unit:
+        async with info.context.unit() as unit:
             deleted = await service.delete_request(unit, viewer, id)
         return strawberry.ID(deleted)
 

@@ -9,7 +9,7 @@ import strawberry
 
 from app.graphql.context import Info
 from app.graphql.pagination import Edge, PageInfo
-from app.models.types import ModelType, signed_url
+from app.models.types import ModelType, model_nodes, signed_url
 from app.requests import stages
 from app.tables import GeneratedImage, GenerationJob, GenerationRequest
 
@@ -275,7 +275,7 @@ class GenerationRequestType:
     @strawberry.field(description="The 3D model this request produced, once COMPLETED.")
     async def model(self, info: Info) -> ModelType | None:
         row = await info.context.loaders.model_by_request.load(self.row.id)
-        return ModelType(row=row) if row else None
+        return (await model_nodes(info, [row]))[0] if row else None
 
 
 @strawberry.type(name="GenerationRequestConnection", description="A page of requests.")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, cast
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col, select
@@ -14,6 +16,32 @@ from app.tables import User
 async def get_by_external_id(session: AsyncSession, external_id: str) -> User | None:
     result = await session.execute(select(User).where(col(User.external_id) == external_id))
     return result.scalar_one_or_none()
+
+
+class Identity(Protocol):
+    """Who a user is: what every operation needs of its viewer."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def external_id(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
+# Built once: every authenticated operation runs it, and building it cost more than
+# running it.
+_IDENTITY = select(
+    col(User.id), col(User.external_id), col(User.display_name), col(User.role)
+).where(col(User.external_id) == bindparam("external_id"))
+
+
+async def identity(session: AsyncSession, external_id: str) -> Identity | None:
+    """The identity of the user with this token subject, if known."""
+    row = (await session.execute(_IDENTITY, {"external_id": external_id})).first()
+    return cast(Identity | None, row)
 
 
 async def get(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User | None:

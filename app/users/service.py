@@ -9,7 +9,7 @@ from app.tables import CreditEntry, User
 from app.users import repository
 
 
-def to_viewer(user: User) -> Viewer:
+def to_viewer(user: repository.Identity) -> Viewer:
     return Viewer(
         id=user.id, external_id=user.external_id, display_name=user.display_name, role=user.role
     )

@@ -38,7 +38,7 @@ class MeType:
 
     @strawberry.field(description="Credits available now.")
     async def credits(self, info: Info) -> int:
-        async with info.context.deps.db.read() as session:
+        async with info.context.read() as session:
             user = await repository.get(session, self.viewer.id)
         return user.credits if user else 0
 
@@ -49,7 +49,7 @@ class MeType:
         limit = check_first(first)
         cursor = decode_cursor(after)
         position = (cursor.value, cursor.row_id) if cursor else None
-        async with info.context.deps.db.read() as session:
+        async with info.context.read() as session:
             rows = await credits.ledger_page(
                 session, self.viewer.id, limit=limit + 1, after=position
             )

@@ -1,0 +1,93 @@
+"""The reads of one HTTP operation share one session: one connection, one transaction.
+
+They must still see what the operation itself wrote, never wait on each other, and
+give their connection back when the operation ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import event, update
+from sqlmodel import col
+
+from app.deps import Deps
+from app.graphql.context import Context
+from app.tables import User
+from app.users import repository as users
+from tests.graphql.client import execute, http_request
+from tests.models.test_library import make_model, user
+
+
+def checkouts(deps: Deps) -> list[object]:
+    taken: list[object] = []
+    event.listen(deps.db.engine.sync_engine.pool, "checkout", lambda *args: taken.append(args))
+    return taken
+
+
+async def test_a_gallery_query_reads_through_one_connection(deps: Deps) -> None:
+    owner, viewer = await user(deps), await user(deps)
+    for _ in range(3):
+        await make_model(deps, owner, public=True)
+    taken = checkouts(deps)
+    result = await execute(
+        deps,
+        "{ publicModels(first: 3) { edges { node { id likedByMe owner { displayName } } } } }",
+        user=viewer.external_id,
+    )
+    assert not result["errors"], result["errors"]
+    assert len(result["data"]["publicModels"]["edges"]) == 3
+    assert len(taken) == 1
+    assert deps.db.engine.sync_engine.pool.checkedout() == 0  # given back at the end
+
+
+async def test_a_read_after_a_write_in_one_operation_sees_the_write(deps: Deps) -> None:
+    viewer = await user(deps)
+    context = Context(deps, http_request(viewer.external_id), None)
+    async with context.read() as session:
+        before = await users.get(session, viewer.id)
+    assert before is not None
+    async with context.unit() as unit:
+        await unit.session.execute(
+            update(User).where(col(User.id) == viewer.id).values(credits=User.credits + 5)
+        )
+    async with context.read() as session:
+        after = await users.get(session, viewer.id)
+    assert after is not None
+    assert after.credits == before.credits + 5
+    await context.end_reads()
+
+
+async def test_concurrent_reads_of_one_operation_never_wait_for_each_other(deps: Deps) -> None:
+    viewer = await user(deps)
+    context = Context(deps, http_request(viewer.external_id), None)
+    inside = asyncio.Event()
+    sessions = []
+
+    async def first() -> None:
+        async with context.read() as session:
+            sessions.append(session)
+            inside.set()
+            await asyncio.sleep(0.2)  # holds the shared session meanwhile
+
+    async def second() -> None:
+        await inside.wait()
+        async with context.read() as session:  # finds it busy: gets its own at once
+            sessions.append(session)
+            assert await users.get(session, viewer.id) is not None
+
+    await asyncio.wait_for(asyncio.gather(first(), second()), timeout=5)
+    assert sessions[0] is not sessions[1]
+    await context.end_reads()
+    assert deps.db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_an_operation_that_fails_gives_its_connection_back(deps: Deps) -> None:
+    viewer = await user(deps)
+    result = await execute(
+        deps,
+        'query { me { displayName } model(id: "0123456789abcdef0123456789abcdef") { id } }',
+        user=viewer.external_id,
+    )
+    assert result["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert deps.db.engine.sync_engine.pool.checkedout() == 0
