@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         default="lumi", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="Prefix of every Redis key"
     )
     worker_threads: int = Field(default=4, ge=1, le=64)
+    stage_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Stages a worker process runs at once on its event loop; its threads "
+        "only fetch messages and hand them over.",
+    )
     worker_metrics_port: int = Field(
         default=9191, ge=0, le=65535, description="Where `lumi worker` serves /metrics; 0: off."
     )
@@ -184,7 +191,15 @@ class Settings(BaseSettings):
     )
 
     # Pipeline.
-    model_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    model_poll_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How soon a 3D job is first polled, and again."
+    )
+    model_poll_max_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Polls of a 3D job space out as it runs (a fifth of its age), up to this.",
+    )
     model_job_timeout_seconds: float = Field(
         default=900, gt=0, description="A vendor 3D job running longer than this is TIMEOUT."
     )

@@ -33,7 +33,7 @@ from app.graphql.schema import build_schema
 from app.graphql.ws import TransportWSHandler
 from app.migrate import upgrade_async
 from app.observability import BodyLimit, RequestContext, register_secrets
-from app.queue import DramatiqQueue, build_broker
+from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from app.routes import routes
 from app.tables import utcnow
 from providers.s3 import S3Storage
@@ -64,7 +64,9 @@ class EmbeddedWorker:
         # The in-process bus is shared with the API: that is how events reach it.
         self.runtime = WorkerRuntime(deps.settings, bus=deps.bus, queue=deps.queue)
         declare_actors(broker, self.runtime)
-        self.worker = dramatiq.Worker(broker, worker_threads=deps.settings.worker_threads)
+        self.worker = dramatiq.Worker(
+            broker, worker_threads=deps.settings.worker_threads, worker_timeout=WORKER_TIMEOUT_MS
+        )
         # Whatever was running or queued before this process started was lost with the
         # process that held it: the first sweep picks it all up again.
         self.sweeper = Sweeper(self.runtime, orphaned_before=utcnow())
@@ -77,9 +79,10 @@ class EmbeddedWorker:
 
     def stop(self) -> None:
         self.sweeper.stop()
+        self.worker.pause()  # no new stages; the running ones end in `aclose`
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:  # the runtime's engine belongs to the worker's loop
-            loop_thread.run_coroutine(self.runtime.aclose())
+            loop_thread.run_coroutine(self.runtime.aclose(drain_seconds=5))
         self.worker.stop(timeout=5000)
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import dramatiq
 import httpx
-from dramatiq.asyncio import async_to_sync
 from dramatiq.middleware import CurrentMessage
 
+from app.config import Settings
 from app.deps import Deps
 from app.metrics import PROVIDER_ERRORS, PROVIDER_LATENCY
 from app.models import service as models
@@ -31,7 +31,7 @@ from app.requests import jobs, repository, service
 from app.requests.service import JobNote, Stage
 from app.requests.stages import Status
 from app.tables import GenerationJob, GenerationRequest
-from app.unit import Unit
+from app.unit import Unit, send_messages
 from app.users import repository as users
 from providers.base import (
     CancelsJobs,
@@ -443,7 +443,7 @@ async def start_model(deps: Deps, job_id: str) -> None:
             progress=service.PROGRESS_MODEL_START,
             job=_running(job_id, attempt),
         )
-        unit.messages.append(_next_poll(deps, locked[1], job_id, 0))
+        unit.messages.append(_next_poll(deps, locked[1].priority, job_id, 0))
 
 
 async def _cancel_vendor_job(deps: Deps, vendor: str, vendor_job_id: str) -> None:
@@ -459,38 +459,62 @@ async def _cancel_vendor_job(deps: Deps, vendor: str, vendor_job_id: str) -> Non
         log.warning("could not cancel %s job %s", vendor, vendor_job_id, exc_info=True)
 
 
-def _next_poll(deps: Deps, request: GenerationRequest, job_id: str, poll_no: int) -> StageMessage:
-    delay = deps.settings.model_poll_interval_seconds
-    return service.stage_message(request, Stage.POLL_MODEL, job_id, poll_no, delay=delay)
+# A poll spaces the next one by this share of the job's age (from the poll interval up
+# to the longest one): a young job is asked often, a long one about every few seconds,
+# so thousands of jobs in flight cost a worker little and each is seen done soon.
+POLL_SPACING = 0.2
+# Estimated progress (the vendor gives none) is reported in steps of this many points
+# of the request's figure: each event is a locked write, and an estimate says little.
+ESTIMATE_STEP = 5.0
+
+
+def poll_delay(settings: Settings, elapsed: float) -> float:
+    """Seconds until the next poll of a 3D job that has run `elapsed` seconds."""
+    first, longest = settings.model_poll_interval_seconds, settings.model_poll_max_interval_seconds
+    return max(first, min(longest, elapsed * POLL_SPACING))
+
+
+def _next_poll(
+    deps: Deps, queue: str, job_id: str, poll_no: int, elapsed: float = 0.0
+) -> StageMessage:
+    delay = poll_delay(deps.settings, elapsed)
+    return StageMessage(Stage.POLL_MODEL, (job_id, poll_no), delay_seconds=delay, queue=queue)
+
+
+def worth_an_event(figure: float, estimated: bool, shown: float) -> bool:
+    """Whether a running 3D job's new progress `figure` is worth an event, given the
+    figure the request shows: a whole percent the vendor reported, or an estimate a
+    step further on."""
+    if estimated:
+        return figure >= shown + ESTIMATE_STEP
+    return int(figure) > int(shown)
 
 
 async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
-    async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
-        if locked is None:
-            return
-        job, request = locked
-        vendor, vendor_job_id = str(job.provider), job.vendor_job_id
-        attempt, started = job.attempt, job.started_at
-        if request.status != Status.MODEL_GENERATING:
-            abandoned = job.status == "CANCELLED" and vendor_job_id is not None
-        elif await repository.claim_poll(unit.session, job_id, poll_no):
-            abandoned = False
-        else:
-            return
+    """Asks the vendor how a 3D job is going. The common case (still running, nothing
+    worth an event) touches the database once: the conditional UPDATE that admits poll
+    number `poll_no` once, with no lock held on the request."""
+    async with deps.db.write() as session:
+        admitted = await repository.claim_poll(session, job_id, poll_no)
+        target = await repository.poll_target(session, job_id)
+    if target is None:
+        return
+    vendor, vendor_job_id, attempt = str(target.provider), target.vendor_job_id, target.attempt
     slots = Slots(deps, job_id, attempt, lease=_model_lease(deps))
-    if abandoned and vendor_job_id:
-        await _cancel_vendor_job(deps, vendor, vendor_job_id)
-        await slots.free(vendor)
+    if target.request_status != Status.MODEL_GENERATING:
+        if target.job_status == "CANCELLED" and vendor_job_id:  # the request was cancelled
+            await _cancel_vendor_job(deps, vendor, vendor_job_id)
+            await slots.free(vendor)
         return
-    if request.status != Status.MODEL_GENERATING or vendor_job_id is None:
-        return
+    if not admitted or vendor_job_id is None:
+        return  # a repeated message: another delivery has this poll
     if vendor not in deps.providers.model.names:  # the settings changed under the job
         gone = ProviderUnavailable(f"{vendor} is no longer configured", provider=vendor)
         await _attempt_failed(deps, job_id, attempt, gone)
         return
     provider = deps.providers.model.named(vendor)
     await slots.take(provider)  # renews the lease of the slot this job holds
+    started = target.started_at
     elapsed = time.time() - started.timestamp() if started else 0.0
     try:
         if elapsed > deps.settings.model_job_timeout_seconds:
@@ -509,9 +533,9 @@ async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
                 code = status.error_code or "MODEL_GENERATION_FAILED"
                 message = f"{vendor}: {status.error_message or code}"
                 raise ProviderRejected(message, provider=vendor)
-            stored = (
-                await _store_model(deps, request, job_id, status, vendor) if status.files else None
-            )
+            stored = None
+            if status.files:
+                stored = await _store_model(deps, target, job_id, status, vendor)
             if status.state is JobState.SUCCEEDED and stored is None:
                 raise ProviderUnavailable("the 3D job finished without a file")
     except JobGone:
@@ -524,9 +548,13 @@ async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
     if stored is not None:
         await _finish_model(deps, job_id, attempt, stored, vendor)
         await slots.free(vendor)
+        return
+    figure, estimated = model_progress(status, elapsed, provider.typical_seconds)
+    following = _next_poll(deps, target.priority, job_id, poll_no + 1, elapsed)
+    if worth_an_event(figure, estimated, target.progress):
+        await _report_model_progress(deps, job_id, attempt, figure, estimated, following)
     else:
-        typical = provider.typical_seconds
-        await _report_model_progress(deps, job_id, attempt, poll_no + 1, status, elapsed, typical)
+        await asyncio.to_thread(send_messages, deps.queue, [following])
 
 
 class _VendorJobTimeout(ProviderTimeout):
@@ -553,38 +581,35 @@ async def _report_model_progress(
     deps: Deps,
     job_id: str,
     attempt: int,
-    next_poll: int,
-    status: ModelJobStatus,
-    elapsed: float,
-    typical: float,
+    figure: float,
+    estimated: bool,
+    following: StageMessage,
 ) -> None:
-    figure, estimated = model_progress(status, elapsed, typical)
     async with deps.unit() as unit:
         locked = await _still_running(unit, job_id, attempt)
         if locked is None:
             return
         request = locked[1]
-        if int(figure) > int(request.progress):  # one event per whole percent, no chatter
-            await service.transition(
-                unit,
-                request,
-                Status.MODEL_GENERATING,
-                step=request.step,
-                progress=figure,
-                estimated=estimated,
-            )
-        unit.messages.append(_next_poll(deps, request, job_id, next_poll))
+        await service.transition(
+            unit,
+            request,
+            Status.MODEL_GENERATING,
+            step=request.step,
+            progress=figure,
+            estimated=estimated,
+        )
+        unit.messages.append(following)
 
 
 async def _store_model(
-    deps: Deps, request: GenerationRequest, job_id: str, status: ModelJobStatus, vendor: str
+    deps: Deps, request: repository.PollTarget, job_id: str, status: ModelJobStatus, vendor: str
 ) -> StoredModel:
     """Copies the finished model in the format the request asked for (else what the
     vendor offers, GLB first), and its preview, into our storage before the vendor's URLs
     expire. An OBJ comes with its material and textures."""
     wanted = ("obj", "zip") if request.model_format == "obj" else ("glb",)
     main = sorted(status.files, key=lambda f: (f.format not in wanted, f.format != "glb"))[0]
-    prefix = f"requests/{request.id}/model/{job_id}"
+    prefix = f"requests/{request.request_id}/model/{job_id}"
     data = await _content(deps, main.data, main.url)
     files = model_files(main.format, data, vendor)
     stored = []
@@ -667,10 +692,11 @@ def _actor(
 
     def run(*args: Any) -> None:
         # Runs in the worker thread, where the current message is known; the stage
-        # itself runs on the worker's event loop, carrying the message's request id.
+        # itself runs on the worker's event loop, carrying the message's request id,
+        # and the thread goes back for the next message (see StageLauncher).
         message = CurrentMessage.get_current_message()
         rid = message.options.get("request_id") if message is not None else None
-        async_to_sync(run_async)(rid, *args)
+        runtime.stages.launch(run_async(rid, *args))
 
     run.__name__ = actor_name(name, queue)
     # Retries, backoff and dead letters are the job table's business (see DESIGN §4):

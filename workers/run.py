@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from app.config import Settings
 from app.metrics import REGISTRY
-from app.queue import DramatiqQueue, build_broker
+from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from workers.requests import declare_actors
 from workers.runtime import WorkerRuntime
 from workers.sweeper import Sweeper
@@ -28,7 +28,11 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     broker = build_broker(settings)
     runtime = WorkerRuntime(settings, bus=None, queue=DramatiqQueue(broker))
     declare_actors(broker, runtime)
-    worker = dramatiq.Worker(broker, worker_threads=threads or settings.worker_threads)
+    worker = dramatiq.Worker(
+        broker,
+        worker_threads=threads or settings.worker_threads,
+        worker_timeout=WORKER_TIMEOUT_MS,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -47,6 +51,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     log.info("worker started with %s threads", worker.worker_threads)
     stop.wait()
     sweeper.stop()
+    worker.pause()  # no new stages; the running ones end in `aclose`
     if loop_thread is not None:
         loop_thread.run_coroutine(runtime.aclose())
     worker.stop(timeout=10_000)

@@ -50,7 +50,7 @@ class ModelQueries:
         viewer = await info.context.require_viewer()
         limit, cursor = check_first(first), decode_cursor(after)
         position = (cursor.value, cursor.row_id) if cursor else None
-        asked = _asked(info)
+        asked = Asked.of(info)
         extras = await asked.extras(info)
         async with info.context.read() as session:
             rows = await repository.list_owned(
@@ -83,7 +83,7 @@ class ModelQueries:
         cursor = decode_cursor(after, timed=timed)
         as_of = (cursor.as_of if cursor else None) or utcnow()
         position = (cursor.value, cursor.row_id) if cursor else None
-        asked = _asked(info)
+        asked = Asked.of(info)
         extras = await asked.extras(info)
         async with info.context.read() as session:
             rows = await repository.list_public(
@@ -148,7 +148,7 @@ async def _interacted(info: Info, kind: str, first: int, after: str | None) -> M
     viewer = await info.context.require_viewer()
     limit, cursor = check_first(first), decode_cursor(after)
     position = (cursor.value, cursor.row_id) if cursor else None
-    asked = _asked(info)
+    asked = Asked.of(info)
     extras = await asked.extras(info)
     async with info.context.read() as session:
         rows = await repository.list_interacted(
@@ -163,11 +163,6 @@ async def _interacted(info: Info, kind: str, first: int, after: str | None) -> M
         after=after,
         cursor_of=lambda r: encode_cursor(stamps[r.id], r.id),
     )
-
-
-def _asked(info: Info) -> Asked:
-    """What a connection's nodes are asked for (under `edges { node { … } }`)."""
-    return Asked.of(info)
 
 
 def _connection(

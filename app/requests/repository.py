@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import Select, bindparam, delete, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -160,6 +160,57 @@ async def claim_poll(session: AsyncSession, job_id: str, poll_no: int) -> bool:
         .values(poll_count=poll_no + 1, heartbeat_at=now, updated_at=now)
     )
     return _one_row(result)
+
+
+class PollTarget(Protocol):
+    """What a poll of a 3D job needs of the job and its request."""
+
+    @property
+    def job_status(self) -> str: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def vendor_job_id(self) -> str | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def request_status(self) -> str: ...
+    @property
+    def progress(self) -> float: ...
+    @property
+    def priority(self) -> str: ...
+    @property
+    def model_format(self) -> str: ...
+
+
+_POLL_COLUMNS: tuple[Any, ...] = (
+    col(GenerationJob.status).label("job_status"),
+    col(GenerationJob.provider),
+    col(GenerationJob.vendor_job_id),
+    col(GenerationJob.attempt),
+    col(GenerationJob.started_at),
+    col(GenerationRequest.id).label("request_id"),
+    col(GenerationRequest.status).label("request_status"),
+    col(GenerationRequest.progress),
+    col(GenerationRequest.priority),
+    col(GenerationRequest.model_format),
+)
+# Built once: a poll runs it every few seconds for every 3D job in flight.
+_POLL_TARGET: Select[Any] = (
+    select(*_POLL_COLUMNS)
+    .join(GenerationRequest, col(GenerationRequest.id) == col(GenerationJob.request_id))
+    .where(col(GenerationJob.id) == bindparam("job_id"))
+)
+
+
+async def poll_target(session: AsyncSession, job_id: str) -> PollTarget | None:
+    """The job and its request as a poll sees them: a plain read, no lock."""
+    row = (await session.execute(_POLL_TARGET, {"job_id": job_id})).first()
+    return cast(PollTarget | None, row)
 
 
 async def finish_job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,14 @@ import dramatiq
 from app.queue import QUEUES, DramatiqQueue, StageMessage, build_broker
 from tests.conftest import make_settings
 from workers.requests import _actor
+from workers.runtime import StageLauncher
 
 
 class Runtime:
-    """What an actor asks of its runtime; the probe stage needs no dependencies."""
+    """What an actor asks of its runtime; the probe stage needs no dependencies. One
+    stage at a time, so the order they start in is the order the worker took them."""
+
+    stages = StageLauncher(limit=1)
 
     async def deps(self) -> Any:
         return None
@@ -39,6 +44,9 @@ def test_high_priority_work_overtakes_a_low_backlog(tmp_path: Path) -> None:
         for queue in QUEUES:
             broker.join(queue, timeout=20_000)
         worker.join()
+        deadline = time.monotonic() + 20
+        while Runtime.stages.running() and time.monotonic() < deadline:
+            time.sleep(0.01)  # a message is done when its stage started: let it end
     finally:
         worker.stop()
     assert len(order) == 32
