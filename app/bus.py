@@ -7,6 +7,7 @@ truth, so a lost or dropped message costs latency, never an event.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -54,23 +55,40 @@ def user_channel(user_id: str) -> str:
 
 
 class _LocalSubscription:
-    """One subscriber's queue, bound to the event loop it was created on."""
+    """One subscriber's messages, bound to the event loop it was created on.
+
+    A deque and one future to wake a waiting reader: an idle subscription holds no task
+    and no timer beyond its own wait (an asyncio.Queue read under wait_for held both).
+    """
+
+    __slots__ = ("_items", "_maxsize", "_waiter", "loop")
 
     def __init__(self, maxsize: int) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Payload] = asyncio.Queue(maxsize=maxsize)
+        self._items: collections.deque[Payload] = collections.deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, payload: Payload) -> None:
-        # A full queue drops the message: the subscriber sees a gap in seq and
-        # backfills from the table, so slowness never blocks a publisher.
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(payload)
+        # A full subscriber drops the message: it sees a gap in seq and backfills from
+        # the table, so slowness never blocks a publisher.
+        if len(self._items) >= self._maxsize:
+            return
+        self._items.append(payload)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self, timeout: float) -> Payload | None:
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+        if not self._items:
+            self._waiter = self.loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        return self._items.popleft() if self._items else None
 
 
 class _Registry:

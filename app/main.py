@@ -79,7 +79,6 @@ class EmbeddedWorker:
 
     def stop(self) -> None:
         self.sweeper.stop()
-        self.worker.pause()  # no new stages; the running ones end in `aclose`
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:  # the runtime's engine belongs to the worker's loop
             loop_thread.run_coroutine(self.runtime.aclose(drain_seconds=5))

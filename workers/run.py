@@ -51,7 +51,6 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     log.info("worker started with %s threads", worker.worker_threads)
     stop.wait()
     sweeper.stop()
-    worker.pause()  # no new stages; the running ones end in `aclose`
     if loop_thread is not None:
         loop_thread.run_coroutine(runtime.aclose())
     worker.stop(timeout=10_000)

@@ -89,7 +89,9 @@ class WorkerRuntime:
         return self._deps
 
     async def aclose(self, drain_seconds: float = 10.0) -> None:
-        """Lets the running stages end (up to `drain_seconds`), then closes what they use."""
+        """Lets the running stages end (up to `drain_seconds`), then closes what they use.
+        A stage cut short (or started meanwhile) leaves its job to the sweeper, like any
+        stage lost with its process. (Pausing the Dramatiq worker first took seconds.)"""
         await self.stages.drain(drain_seconds)
         if self._deps is not None:
             if self._bus is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
@@ -26,19 +27,49 @@ if TYPE_CHECKING:
 
 
 class Loaders:
-    """`read` opens a session to read in (the operation's, see `Context.read`)."""
+    """`read` opens a session to read in (the operation's, see `Context.read`).
+
+    Each loader is made on first use: a websocket context lives as long as its
+    connection, and most never use most of them (ten thousand idle subscriptions
+    held seven DataLoaders each).
+    """
 
     def __init__(self, read: Read, viewer: ViewerOf, *, cache: bool = True) -> None:
         self._read = read
         self._viewer = viewer
-        self.user_by_id = DataLoader(self._user_by_id, cache=cache)
-        self.image_by_id = DataLoader(self._image_by_id, cache=cache)
-        # the viewer's likes and favorites of each model, as a set of types
-        self.my_interactions = DataLoader(self._my_interactions, cache=cache)
-        self.images_by_request = DataLoader(self._images_by_request, cache=cache)
-        self.jobs_by_request = DataLoader(self._jobs_by_request, cache=cache)
-        self.model_by_request = DataLoader(self._model_by_request, cache=cache)
-        self.request_by_id = DataLoader(self._request_by_id, cache=cache)
+        self._cache = cache
+
+    def _loader(self, load: Callable[[list[Any]], Awaitable[list[Any]]]) -> DataLoader[Any, Any]:
+        return DataLoader(load, cache=self._cache)
+
+    @cached_property
+    def user_by_id(self) -> DataLoader[str, User | None]:
+        return self._loader(self._user_by_id)
+
+    @cached_property
+    def image_by_id(self) -> DataLoader[str, GeneratedImage | None]:
+        return self._loader(self._image_by_id)
+
+    @cached_property
+    def my_interactions(self) -> DataLoader[str, frozenset[str]]:
+        """The viewer's likes and favorites of each model, as a set of types."""
+        return self._loader(self._my_interactions)
+
+    @cached_property
+    def images_by_request(self) -> DataLoader[str, list[GeneratedImage]]:
+        return self._loader(self._images_by_request)
+
+    @cached_property
+    def jobs_by_request(self) -> DataLoader[str, list[GenerationJob]]:
+        return self._loader(self._jobs_by_request)
+
+    @cached_property
+    def model_by_request(self) -> DataLoader[str, Model | None]:
+        return self._loader(self._model_by_request)
+
+    @cached_property
+    def request_by_id(self) -> DataLoader[str, GenerationRequest | None]:
+        return self._loader(self._request_by_id)
 
     async def _images_by_request(self, ids: Sequence[str]) -> list[list[GeneratedImage]]:
         return await self._many_each(requests.images_of, ids)

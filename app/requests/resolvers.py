@@ -58,6 +58,22 @@ def _policy(info: Info) -> service.Policy:
     return service.Policy.from_settings(info.context.deps.settings)
 
 
+# The subscriptions' first reads live in functions of their own, so that their sessions
+# and rows are gone when they return: a subscription's frame lives as long as it does.
+
+
+async def _owns(info: Info, request_id: str, user_id: str) -> bool:
+    async with info.context.deps.db.read() as session:
+        return await repository.get_owned(session, request_id, user_id) is not None
+
+
+async def _user_seq(info: Info, user_id: str) -> int:
+    """The user's last event number: a subscription from it sees only new events."""
+    async with info.context.deps.db.read() as session:
+        user = await users.get(session, user_id)
+    return user.event_seq if user else 0
+
+
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
     deps = info.context.deps
     viewer = await info.context.require_viewer()
@@ -224,11 +240,8 @@ class RequestSubscriptions:
         self, info: Info, id: strawberry.ID, after_seq: int = 0
     ) -> AsyncGenerator[RequestEvent, None]:
         viewer = await info.context.require_viewer()
-        deps = info.context.deps
         service.check_id(id, "id")
-        async with deps.db.read() as session:
-            row = await repository.get_owned(session, id, viewer.id)
-        if row is None:
+        if not await _owns(info, id, viewer.id):
             raise RequestNotFound()
 
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
@@ -249,11 +262,8 @@ class RequestSubscriptions:
         self, info: Info, after_seq: int | None = None
     ) -> AsyncGenerator[RequestEvent, None]:
         viewer = await info.context.require_viewer()
-        deps = info.context.deps
         if after_seq is None:
-            async with deps.db.read() as session:
-                user = await users.get(session, viewer.id)
-            after_seq = user.event_seq if user else 0
+            after_seq = await _user_seq(info, viewer.id)
 
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
             return await repository.user_events_after(session, viewer.id, after)

@@ -54,14 +54,20 @@ def event_from_payload(payload: dict[str, Any]) -> RequestEvent:
     return RequestEvent(**values)
 
 
+async def _read(db: Database, spec: Follow, after: int) -> list[RequestEvent]:
+    """The table's events after the cursor. A function of its own, so the session is
+    gone once it returns: a subscription's frame lives as long as the subscription."""
+    async with db.read() as session:
+        return await spec.fetch(session, after)
+
+
 async def follow(
     db: Database, bus: EventBus, spec: Follow, *, after: int, recheck_seconds: float
 ) -> AsyncIterator[RequestEvent]:
     last = after
     async with bus.subscribe([spec.channel]) as sub:
         while True:
-            async with db.read() as session:
-                rows = await spec.fetch(session, last)
+            rows = await _read(db, spec, last)
             for event in rows:
                 yield event
                 last = getattr(event, spec.cursor_field)
@@ -69,6 +75,7 @@ async def follow(
                     return
             if len(rows) == BATCH:
                 continue  # more history to replay
+            rows.clear()  # a quiet subscription holds no replayed rows
             while True:
                 quiet = recheck_seconds if bus.connected else min(recheck_seconds, OUTAGE_RECHECK)
                 payload = await sub.get(quiet)
