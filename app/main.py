@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -41,9 +42,23 @@ from providers.s3 import S3Storage
 log = logging.getLogger(__name__)
 
 
+_CONTEXT = "lumi.context"  # where an HTTP exchange's context waits for its end
+
+
 class GraphQLApp(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            context = scope.get(_CONTEXT)
+            if context is not None:  # the operation's shared read session goes back
+                await context.end_reads()
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        return Context(request.app.state.deps, request, response)
+        context = Context(request.app.state.deps, request, response)
+        if not isinstance(request, WebSocket):
+            request.scope[_CONTEXT] = context
+        return context
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         try:

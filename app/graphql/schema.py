@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import strawberry
 from strawberry.extensions import (
@@ -13,7 +13,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from app.graphql.context import Context, Info
+from app.graphql.context import Info
 from app.graphql.errors import LumiSchema
 from app.graphql.limits import Limits, RateLimits
 from app.graphql.permissions import IsAuthenticated
@@ -45,18 +45,6 @@ class Subscription(RequestSubscriptions):
     pass
 
 
-class OperationReads(SchemaExtension):
-    """Ends the operation's shared read session (`Context.read`) once it has run."""
-
-    async def on_operation(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            context = self.execution_context.context
-            if isinstance(context, Context):
-                await context.end_reads()
-
-
 class OperationTimer(SchemaExtension):
     """Times each operation for `lumi_graphql_operation_duration_seconds`."""
 
@@ -81,7 +69,6 @@ def build_schema(limits: Limits | None = None, *, introspection: bool = True) ->
         subscription=Subscription,
         # Factories: both caches live at module level, shared by every operation.
         extensions=[
-            OperationReads,
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
             *limits.extensions(),

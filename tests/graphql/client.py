@@ -31,7 +31,10 @@ async def execute(
     deps: Deps, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None
 ) -> dict[str, Any]:
     context = Context(deps, http_request(user), None)
-    result = await schema.execute(query, variable_values=variables, context_value=context)
+    try:
+        result = await schema.execute(query, variable_values=variables, context_value=context)
+    finally:
+        await context.end_reads()  # as the endpoint does when the exchange is over
     return {"data": result.data, "errors": [e.formatted for e in result.errors or []]}
 
 

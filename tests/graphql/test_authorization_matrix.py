@@ -460,6 +460,7 @@ async def run(deps: Deps, case: Case, state: State, user: str | None) -> Outcome
         return Outcome(None, [], silent=True)
     finally:
         await stream.aclose()
+        await context.end_reads()
     return Outcome(first.data, [dict(e.formatted) for e in first.errors or []])
 
 

@@ -40,6 +40,7 @@ async def run(deps: Deps, query: str) -> tuple[list[dict[str, Any]], int, float]
         started = time.perf_counter()
         result = await schema.execute(query, context_value=context)
         elapsed = time.perf_counter() - started
+        await context.end_reads()
     finally:
         event.remove(deps.db.engine.sync_engine, "before_cursor_execute", count)
     return [e.formatted for e in result.errors or []], statements, elapsed

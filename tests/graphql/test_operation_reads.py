@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 from sqlalchemy import event, update
 from sqlmodel import col
 
+from app.config import Settings
 from app.deps import Deps
 from app.graphql.context import Context
+from app.main import create_app
+from app.migrate import upgrade_async
 from app.tables import User
 from app.users import repository as users
+from tests.conftest import token_for
 from tests.graphql.client import execute, http_request
 from tests.models.test_library import make_model, user
 
@@ -91,3 +96,23 @@ async def test_an_operation_that_fails_gives_its_connection_back(deps: Deps) -> 
     )
     assert result["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert deps.db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_the_endpoint_gives_each_operations_connection_back(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade_async(settings.resolved_database_url)
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {token_for('alice', settings)}"}
+    queries = [
+        "{ me { displayName } }",
+        "{ publicModels { edges { node { id likedByMe owner { displayName } } } } }",
+        '{ model(id: "0123456789abcdef0123456789abcdef") { id } }',  # fails: NOT_FOUND
+    ]
+    async with app.router.lifespan_context(app):
+        pool = app.state.deps.db.engine.sync_engine.pool
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for query in queries:
+                answer = await client.post("/graphql", json={"query": query}, headers=headers)
+                assert answer.status_code == 200, answer.text
+                assert pool.checkedout() == 0, query
