@@ -27,8 +27,13 @@ RESYNC: Payload = {}
 
 
 class Subscription(Protocol):
-    async def get(self, timeout: float) -> Payload | None:
-        """The next message, or None when `timeout` seconds pass without one."""
+    def offer(self, payload: Payload) -> None:
+        """Adds a message for the reader (RESYNC sends it back to the table)."""
+        ...
+
+    async def get(self, timeout: float | None) -> Payload | None:
+        """The next message, or None when `timeout` seconds pass without one (None:
+        waits as long as it takes)."""
         ...
 
 
@@ -78,7 +83,7 @@ class _LocalSubscription:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def get(self, timeout: float) -> Payload | None:
+    async def get(self, timeout: float | None) -> Payload | None:
         if not self._items:
             self._waiter = self.loop.create_future()
             try:

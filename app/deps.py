@@ -17,6 +17,7 @@ from app.db import Database, create_engine
 from app.graphql.limits import SubscriptionSlots
 from app.queue import JobQueue
 from app.ratelimit import MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter, Throttle
+from app.requests.stream import Rechecks
 from app.unit import Unit, unit_of_work
 from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
 from providers.limits import MemoryLimiter, RedisLimiter, SlotLimiter
@@ -48,6 +49,7 @@ class Deps:
     providers: Providers
     tokens: Authenticator
     http: httpx.AsyncClient
+    rechecks: Rechecks  # the safety net of this process's subscriptions
     # One client for every Redis-backed part (vendor slots, rate limits, auth cache);
     # None when nothing uses Redis.
     redis: Any = None
@@ -59,6 +61,7 @@ class Deps:
         return unit_of_work(self.db, self.bus, self.queue)
 
     async def aclose(self) -> None:
+        await self.rechecks.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.http.aclose()
@@ -215,9 +218,10 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
         from redis.asyncio import Redis
 
         redis = Redis.from_url(settings.redis_url)
+    db = Database(create_engine(settings.resolved_database_url))
     return Deps(
         settings=settings,
-        db=Database(create_engine(settings.resolved_database_url)),
+        db=db,
         bus=bus,
         queue=queue,
         storage=build_storage(settings),
@@ -230,6 +234,7 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
             per_connection=settings.max_subscriptions_per_connection,
             per_user=settings.max_subscriptions_per_user,
         ),
+        rechecks=Rechecks(db, settings.subscription_recheck_seconds),
     )
 
 

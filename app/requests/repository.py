@@ -397,6 +397,14 @@ async def events_after(
     return list(result.scalars())
 
 
+async def latest_seqs(session: AsyncSession, request_ids: Sequence[str]) -> dict[str, int]:
+    """Each request's latest event number (its `seq`, written with the event)."""
+    query = select(GenerationRequest.id, GenerationRequest.seq).where(
+        col(GenerationRequest.id).in_(request_ids)
+    )
+    return {request_id: seq for request_id, seq in await session.execute(query)}
+
+
 async def user_events_after(
     session: AsyncSession, user_id: str, after_user_seq: int, limit: int = 500
 ) -> list[RequestEvent]:

@@ -78,12 +78,11 @@ async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[Reques
     deps = info.context.deps
     viewer = await info.context.require_viewer()
     await info.context.end_reads()  # over HTTP, hold no session for the stream's life
-    recheck = deps.settings.subscription_recheck_seconds
     slots = deps.subscription_slots
     with slots.hold(info.context, viewer.id) if slots else contextlib.nullcontext():
         ACTIVE_SUBSCRIPTIONS.inc()
         try:
-            stream = follow(deps.db, deps.bus, spec, after=max(after, 0), recheck_seconds=recheck)
+            stream = follow(deps.db, deps.bus, spec, after=max(after, 0), rechecks=deps.rechecks)
             async for row in stream:
                 EVENTS_DELIVERED.inc()
                 yield to_event(row)
@@ -247,7 +246,14 @@ class RequestSubscriptions:
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
             return await repository.events_after(session, id, after)
 
-        spec = Follow(request_channel(id), fetch, "seq", lambda e: Status(e.status) in RESTING)
+        spec = Follow(
+            request_channel(id),
+            fetch,
+            "seq",
+            lambda e: Status(e.status) in RESTING,
+            key=id,
+            latest=repository.latest_seqs,
+        )
         async for event in _follow(info, spec, after_seq):
             yield event
 
@@ -268,6 +274,13 @@ class RequestSubscriptions:
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
             return await repository.user_events_after(session, viewer.id, after)
 
-        spec = Follow(user_channel(viewer.id), fetch, "user_seq", lambda _: False)
+        spec = Follow(
+            user_channel(viewer.id),
+            fetch,
+            "user_seq",
+            lambda _: False,
+            key=viewer.id,
+            latest=users.latest_event_seqs,
+        )
         async for event in _follow(info, spec, after_seq):
             yield event

@@ -52,6 +52,12 @@ async def get(session: AsyncSession, user_id: str, *, for_update: bool = False) 
     return result.scalar_one_or_none()
 
 
+async def latest_event_seqs(session: AsyncSession, ids: Sequence[str]) -> dict[str, int]:
+    """Each user's latest event number across their requests (`event_seq`)."""
+    query = select(User.id, User.event_seq).where(col(User.id).in_(ids))
+    return {user_id: seq for user_id, seq in await session.execute(query)}
+
+
 async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[User]:
     result = await session.execute(select(User).where(col(User.id).in_(ids)))
     return list(result.scalars())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,9 +13,10 @@ from app.bus import request_channel
 from app.deps import Deps
 from app.requests import repository
 from app.requests.stages import RESTING, Status
-from app.requests.stream import Follow, follow
+from app.requests.stream import Follow, Rechecks, follow
 from app.tables import RequestEvent
 from app.unit import event_payload
+from tests.requests.test_cancel_and_idempotency import deliver_one
 from tests.workers.test_pipeline import a_viewer, deliver, submit
 
 
@@ -22,7 +24,14 @@ def spec_for(request_id: str) -> Follow:
     async def fetch(session: AsyncSession, after: int) -> list[RequestEvent]:
         return await repository.events_after(session, request_id, after)
 
-    return Follow(request_channel(request_id), fetch, "seq", lambda e: e.status in RESTING)
+    return Follow(
+        request_channel(request_id),
+        fetch,
+        "seq",
+        lambda e: e.status in RESTING,
+        key=request_id,
+        latest=repository.latest_seqs,
+    )
 
 
 async def take(stream: AsyncIterator[RequestEvent], count: int) -> list[int]:
@@ -53,7 +62,9 @@ class SilentBus:
 async def test_replay_then_end_after_the_resting_status(deps: Deps) -> None:
     request_id = await submit(deps, await a_viewer(deps), image_count=1, auto_model=True)
     await deliver(deps)
-    stream = follow(deps.db, deps.bus, spec_for(request_id), after=0, recheck_seconds=0.1)
+    stream = follow(
+        deps.db, deps.bus, spec_for(request_id), after=0, rechecks=Rechecks(deps.db, 0.1)
+    )
     events = [e async for e in stream]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[-1].status == Status.COMPLETED
@@ -62,7 +73,9 @@ async def test_replay_then_end_after_the_resting_status(deps: Deps) -> None:
 async def test_after_seq_skips_what_the_client_already_has(deps: Deps) -> None:
     request_id = await submit(deps, await a_viewer(deps), image_count=1, auto_model=True)
     await deliver(deps)
-    stream = follow(deps.db, deps.bus, spec_for(request_id), after=4, recheck_seconds=0.1)
+    stream = follow(
+        deps.db, deps.bus, spec_for(request_id), after=4, rechecks=Rechecks(deps.db, 0.1)
+    )
     seqs = [e.seq async for e in stream]
     assert seqs[0] == 5
     assert seqs == list(range(5, 5 + len(seqs)))
@@ -73,7 +86,7 @@ async def test_live_duplicates_and_stale_messages_are_delivered_once_in_order(
 ) -> None:
     request_id = await submit(deps, await a_viewer(deps), image_count=2, auto_model=True)
     bus = deps.bus
-    stream = follow(deps.db, bus, spec_for(request_id), after=0, recheck_seconds=30)
+    stream = follow(deps.db, bus, spec_for(request_id), after=0, rechecks=Rechecks(deps.db, 30))
     assert await take(stream, 1) == [1]  # replayed; the table holds nothing more yet
     deps.bus = SilentBus(bus)  # type: ignore[assignment]
     await deliver(deps)  # the run's own publishes are lost: the test publishes instead
@@ -96,7 +109,7 @@ async def test_a_lost_publish_still_arrives_through_the_table(deps: Deps) -> Non
     viewer = await a_viewer(deps)
     request_id = await submit(deps, viewer, image_count=1, auto_model=True)
     silent = SilentBus(deps.bus)
-    stream = follow(deps.db, silent, spec_for(request_id), after=0, recheck_seconds=0.1)
+    stream = follow(deps.db, silent, spec_for(request_id), after=0, rechecks=Rechecks(deps.db, 0.1))
 
     async def consume() -> list[int]:
         return [e.seq async for e in stream]
@@ -117,7 +130,9 @@ async def test_a_gap_in_live_messages_is_backfilled_from_the_table(
     await deliver(deps)
     async with deps.db.read() as session:
         history = await repository.events_after(session, request_id, 0)
-    stream = follow(deps.db, deps.bus, spec_for(request_id), after=0, recheck_seconds=30)
+    stream = follow(
+        deps.db, deps.bus, spec_for(request_id), after=0, rechecks=Rechecks(deps.db, 30)
+    )
     assert await take(stream, 1) == [1]
     # Only the last event is published: everything between comes from the table.
     await deps.bus.publish(request_channel(request_id), event_payload(history[-1]))
@@ -145,3 +160,32 @@ def test_a_published_event_reads_back_as_the_same_row() -> None:
         next_attempt_at=datetime(2026, 11, 23, 3, 0, 1, 5000, tzinfo=UTC),
     )
     assert event_from_payload(event_payload(row)).model_dump() == row.model_dump()
+
+
+async def test_a_recheck_asks_once_for_many_quiet_streams_and_wakes_only_the_one_behind(
+    deps: Deps,
+) -> None:
+    from sqlalchemy import event as sa_event
+
+    from app.requests.stream import _Follower
+
+    viewer = await a_viewer(deps)
+    requests = [await submit(deps, viewer, image_count=1) for _ in range(3)]
+    rechecks = Rechecks(deps.db, interval=3600)
+    rechecks.CHUNK = 2  # three streams: two queries
+    woken: list[str] = []
+    followers = [_Follower(r, 1, lambda r=r: woken.append(r)) for r in requests]  # seq 1 sent
+    statements: list[str] = []
+    sa_event.listen(
+        deps.db.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
+    )
+    with contextlib.ExitStack() as stack:
+        for follower in followers:
+            stack.enter_context(rechecks.watching(repository.latest_seqs, follower))
+        assert await rechecks.check() == 0  # nobody is behind
+        deps.bus = SilentBus(deps.bus)  # type: ignore[assignment]
+        await deliver_one(deps)  # the first request moves on; its publish is lost
+        statements.clear()
+        assert await rechecks.check() == 1
+    assert woken == [requests[0]]
+    assert len([s for s in statements if s.lstrip().startswith("SELECT")]) == 2
