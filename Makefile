@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(VENV)/bin/lumi serve
 
+# Two pytest workers (pytest-xdist): most tests wait on servers, sockets and subprocesses,
+# so two share two cores well. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
