@@ -8,11 +8,12 @@ began with a read would otherwise fail with SQLITE_BUSY instead of waiting their
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 _WRITE = "lumi_write"
+# A pooled MySQL connection idle this long is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 2.0
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -32,15 +35,40 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return engine
     # READ COMMITTED: a stage that waited for a row lock must then see what the holder
     # committed (under REPEATABLE READ it would count from its older snapshot).
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         isolation_level="READ COMMITTED",
-        pool_pre_ping=True,
         pool_recycle=1800,
         pool_size=10,
         max_overflow=20,
     )
+    _ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """`pool_pre_ping`, but only for a connection that sat in the pool `idle_seconds` or
+    more: one that came back a moment ago is alive, and a ping per checkout was a round
+    trip on top of every stage and query (a third of a gallery page's). A connection
+    the server dropped (restart, `wait_timeout`) has sat idle, so it is still caught and
+    replaced before use; one that dies while busy fails its statement, and the pool
+    then refreshes every connection (SQLAlchemy's disconnect handling)."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["lumi_idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("lumi_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # new, or back in the pool a moment ago
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # gone: the pool replaces it and tries again
+            raise exc.DisconnectionError(f"a pooled connection is gone: {error}") from error
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
