@@ -30,7 +30,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     elif settings.env == "development":  # tokens come from the identity provider
         print(f"Lumi Gateway on http://{host}:{port}/graphql\n", flush=True)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_heap=True),
         host=host,
         port=port,
         log_level=args.log_level or settings.log_level,

@@ -32,6 +32,7 @@ from app.graphql.context import Context
 from app.graphql.limits import Limits
 from app.graphql.schema import build_schema
 from app.graphql.ws import TransportWSHandler
+from app.heap import freeze_startup_objects
 from app.migrate import upgrade_async
 from app.observability import BodyLimit, RequestContext, register_secrets
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
@@ -116,7 +117,7 @@ def _cors(settings: Settings) -> list[Middleware]:
     ]
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> Starlette:
     settings = settings or Settings()
     register_secrets(settings.secret_values())
     if problems := settings.production_problems():
@@ -142,6 +143,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.deps = deps
         app.state.broker = broker
         app.state.queue = deps.queue
+        if freeze_heap:  # a process of its own (`lumi serve`): see app/heap.py
+            freeze_startup_objects()
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from prometheus_client import start_http_server
 
 from app.config import Settings
+from app.heap import freeze_startup_objects
 from app.metrics import REGISTRY
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from workers.requests import declare_actors
@@ -48,6 +49,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
     sweeper = Sweeper(runtime)
     sweeper.start(loop_thread.loop)
+    freeze_startup_objects()
     log.info("worker started with %s threads", worker.worker_threads)
     stop.wait()
     sweeper.stop()

@@ -215,6 +215,8 @@ def measure_gateway(
             cpu = meter.stop()
         frames = subs.stop()
     latencies = []
+    late: list[float] = []  # when (s after the first commit) the events over 10 ms were made
+    first = min(committed.values(), default=0.0)
     seen: set[tuple[str, int]] = set()
     for received_at, raw in frames:
         message = json.loads(raw)
@@ -225,9 +227,14 @@ def measure_gateway(
         if key in committed and key not in seen:
             seen.add(key)
             latencies.append((received_at - committed[key]) * 1000)
+            if latencies[-1] > 10:
+                late.append(round(committed[key] - first, 2))
+    late.sort()
     info.update(
         received=len(latencies),
         missing=len(committed) - len(latencies),
+        over_10ms=len(late),
+        over_10ms_made_at_s=late[:3] + late[-3:] if len(late) > 6 else late,
         cpu_cores=cpu,
         deflate=opened.extensions,
     )
