@@ -9,8 +9,10 @@ and an event row inserted in one transaction), takes `time.time()` right after C
 returns, then publishes the event on the Redis bus as `publish_events` does. Clients
 take `time.time()` when a frame arrives; events are matched by (request id, seq).
 Events go out at a fixed total rate spread round-robin over the N requests, so N
-measures how the gateway fares with N live subscriptions (including each idle one's
-table re-check every LUMI_SUBSCRIPTION_RECHECK_SECONDS), not a burst of N frames.
+measures how the gateway fares with N live subscriptions (including the process-wide
+recheck of their latest numbers every LUMI_SUBSCRIPTION_RECHECK_SECONDS), not a burst
+of N frames. The details name how many events took over 10 ms and when they were made
+(seconds after the first), to tell a stall from a slow path.
 
 Floor: the same N clients on the same machine connected to `tests/bench/relay.py` (a raw
 Redis pub/sub → websocket relay), the driver publishing a payload that carries the
