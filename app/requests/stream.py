@@ -69,12 +69,14 @@ class Rechecks:
         self._db = db
         self._followers: dict[Latest, set[_Follower]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     @contextlib.contextmanager
     def watching(self, latest: Latest, follower: _Follower) -> Iterator[None]:
         self._followers.setdefault(latest, set()).add(follower)
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._closing = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="subscription-rechecks")
         try:
             yield
@@ -86,15 +88,21 @@ class Rechecks:
                     del self._followers[latest]
 
     async def aclose(self) -> None:
-        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stops the rechecks and waits for a round under way to finish, rather than
+        cancelling it mid-query: a cancelled read closes its session in the background,
+        and the database may be disposed of before that connection comes back."""
+        task, self._task = self._task, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            self._closing.set()
+            await task
 
     async def _run(self) -> None:
         while self._followers:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._closing.wait()
+            if self._closing.is_set():
+                return
             try:
                 await self.check()
             except Exception:  # the next round will tell; streams re-read when woken
@@ -106,6 +114,8 @@ class Rechecks:
         for latest, followers in list(self._followers.items()):
             waiting = list(followers)
             for start in range(0, len(waiting), self.CHUNK):
+                if self._closing.is_set():
+                    return woken
                 chunk = waiting[start : start + self.CHUNK]
                 async with self._db.read() as session:
                     newest = await latest(session, sorted({f.key for f in chunk}))
