@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Claims:
+    """Who a token is. `name` is empty when the token names no one: the subject is never
+    a stand-in for it, since it may be an e-mail address and names are public."""
+
     subject: str
     name: str
 
@@ -57,7 +60,7 @@ def _claims(subject: str, name: str) -> Claims:
     subject = subject.strip()
     if not subject or len(subject) > 191:
         raise Unauthenticated("the token's subject is invalid")
-    return Claims(subject=subject, name=(name or subject)[:100])
+    return Claims(subject=subject, name=name.strip()[:100])
 
 
 def _decode(token: str, key: Any, algorithm: str, *, issuer: str, audience: str) -> Claims:
@@ -104,15 +107,17 @@ class TokenVerifier:
         return self.verify(token)
 
     def mint(self, subject: str, *, name: str | None = None, ttl_seconds: int = 3600) -> str:
+        """A token for `subject`, with a `name` claim only when `name` is given."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "sub": subject,
-            "name": name or subject,
             "iss": self._issuer,
             "aud": self._audience,
             "iat": now,
             "exp": now + ttl_seconds,
         }
+        if name:
+            claims["name"] = name
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
 

@@ -78,8 +78,8 @@ def mariadb_admin(database: str | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def mariadb_database(name: str) -> Iterator[str]:
-    """A new, migrated database on the shared MariaDB, dropped afterwards."""
+def mariadb_database(name: str, revision: str = "head") -> Iterator[str]:
+    """A new database on the shared MariaDB, migrated to `revision`, dropped afterwards."""
     require("MariaDB", MARIADB)
     with mariadb_admin() as admin, admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -87,7 +87,7 @@ def mariadb_database(name: str) -> Iterator[str]:
     url = f"mysql+aiomysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}?charset=utf8mb4"
     from app.migrate import upgrade
 
-    upgrade(url)
+    upgrade(url, revision)
     try:
         yield url
     finally:
@@ -155,7 +155,9 @@ async def deps(settings: Settings) -> AsyncIterator[Deps]:
 
 
 def token_for(user: str, settings: Settings | None = None) -> str:
-    return TokenVerifier.from_settings(settings or Settings(_env_file=None)).mint(user)  # type: ignore[call-arg]
+    """A token for `user` that also names them `user`, so tests can tell users apart."""
+    verifier = TokenVerifier.from_settings(settings or Settings(_env_file=None))  # type: ignore[call-arg]
+    return verifier.mint(user, name=user)
 
 
 def free_port() -> int:

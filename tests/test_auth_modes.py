@@ -268,7 +268,7 @@ def opaque_token() -> str:
     [
         ({"id": "u-1", "name": "Ada"}, Claims("u-1", "Ada")),
         ({"sub": "u-2", "displayName": "Grace"}, Claims("u-2", "Grace")),
-        ({"id": 42}, Claims("42", "42")),
+        ({"id": 42}, Claims("42", "")),  # no name: never the subject
     ],
     ids=["id-name", "sub-displayName", "id-only"],
 )

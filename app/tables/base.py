@@ -1,4 +1,5 @@
-"""What every table shares: the metadata naming convention, ids and UTC timestamps."""
+"""What every table shares: the metadata naming convention, ids, UTC timestamps and
+strings that compare byte for byte."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -24,6 +25,7 @@ SQLModel.metadata.naming_convention = {
 metadata: MetaData = SQLModel.metadata
 
 ID_LENGTH = 32
+BINARY_COLLATION = "utf8mb4_bin"
 
 
 def new_id() -> str:
@@ -66,6 +68,22 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def id_field(**kwargs: Any) -> Any:
     return Field(default_factory=new_id, primary_key=True, max_length=ID_LENGTH, **kwargs)
+
+
+def binary_string(length: int) -> TypeEngine[str]:
+    """VARCHAR(length) that compares byte for byte on every database.
+
+    MySQL's default collations fold case and accents (`CaseUser` = `caseuser`, `Rene` =
+    `René`): right for text people search, wrong for identifiers and keys that someone
+    else chose exactly (a token's subject, a client's idempotency key, a storage key).
+    SQLite compares bytes already."""
+    binary = mysql.VARCHAR(length, collation=BINARY_COLLATION)
+    return String(length).with_variant(binary, "mysql", "mariadb")
+
+
+def key_field(max_length: int, **kwargs: Any) -> Any:
+    """A string identifier or lookup key: equal only when its bytes are."""
+    return Field(sa_type=binary_string(max_length), max_length=max_length, **kwargs)
 
 
 def created_field() -> Any:

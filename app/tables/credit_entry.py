@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from app.tables.base import ID_LENGTH, created_field, id_field
+from app.tables.base import ID_LENGTH, created_field, id_field, key_field
 
 
 class CreditEntry(SQLModel, table=True):
@@ -26,5 +26,5 @@ class CreditEntry(SQLModel, table=True):
     amount: int  # signed: debits are negative
     quantity: int = 1  # how many images or models the amount pays for
     balance_after: int
-    key: str = Field(max_length=191, unique=True)
+    key: str = key_field(191, unique=True)
     created_at: datetime = created_field()

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.tables.base import ID_LENGTH, created_field, id_field
+from app.tables.base import ID_LENGTH, created_field, id_field, key_field
 
 
 class GeneratedImage(SQLModel, table=True):
@@ -20,7 +20,7 @@ class GeneratedImage(SQLModel, table=True):
     prompt: str = Field(sa_column=Column(Text, nullable=False))
     seed: int
     status: str = Field(default="PENDING", max_length=16)
-    storage_key: str | None = Field(default=None, max_length=255)
+    storage_key: str | None = key_field(255, default=None)
     width: int | None = None
     height: int | None = None
     content_type: str | None = Field(default=None, max_length=64)

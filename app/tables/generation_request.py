@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.tables.base import ID_LENGTH, created_field, id_field, time_field
+from app.tables.base import ID_LENGTH, created_field, id_field, key_field, time_field
 
 
 class GenerationRequest(SQLModel, table=True):
@@ -40,7 +40,7 @@ class GenerationRequest(SQLModel, table=True):
     progress: float = 0.0
     progress_estimated: bool = False
     selected_image_id: str | None = Field(default=None, max_length=ID_LENGTH)
-    idempotency_key: str | None = Field(default=None, max_length=128)
+    idempotency_key: str | None = key_field(128, default=None)
     seq: int = 0
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=1000)

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-from app.tables.base import ID_LENGTH, created_field, id_field, time_field
+from app.tables.base import ID_LENGTH, created_field, id_field, key_field, time_field
 
 
 class Model(SQLModel, table=True):
@@ -32,9 +32,9 @@ class Model(SQLModel, table=True):
     description: str | None = Field(default=None, sa_column=Column(Text))
     status: str = Field(default="READY", max_length=16)
     format: str = Field(default="glb", max_length=16)
-    file_key: str = Field(max_length=255)
+    file_key: str = key_field(255)
     content_type: str = Field(default="model/gltf-binary", max_length=64)
-    preview_key: str | None = Field(default=None, max_length=255)
+    preview_key: str | None = key_field(255, default=None)
     # Every file of the model: [{"name", "key", "content_type", "size"}]; the main file
     # (`file_key`) first, then an OBJ's material and textures.
     files: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))

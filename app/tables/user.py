@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint
 from sqlmodel import Field, SQLModel
 
-from app.tables.base import created_field, id_field
+from app.tables.base import created_field, id_field, key_field
 
 
 class User(SQLModel, table=True):
@@ -15,7 +15,7 @@ class User(SQLModel, table=True):
     __table_args__ = (CheckConstraint("credits >= 0", name="credits_not_negative"),)
 
     id: str = id_field()
-    external_id: str = Field(max_length=191, unique=True)
+    external_id: str = key_field(191, unique=True)  # the token's subject
     display_name: str = Field(max_length=100)
     role: str = Field(default="user", max_length=16)
     credits: int = Field(default=0)

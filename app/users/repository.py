@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, cast
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col, select
 
-from app.tables import User
+from app.tables import User, utcnow
 
 
 async def get_by_external_id(session: AsyncSession, external_id: str) -> User | None:
@@ -61,6 +61,13 @@ async def latest_event_seqs(session: AsyncSession, ids: Sequence[str]) -> dict[s
 async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[User]:
     result = await session.execute(select(User).where(col(User.id).in_(ids)))
     return list(result.scalars())
+
+
+async def set_display_name(session: AsyncSession, user_id: str, name: str) -> None:
+    query = (
+        update(User).where(col(User.id) == user_id).values(display_name=name, updated_at=utcnow())
+    )
+    await session.execute(query)
 
 
 async def insert_if_absent(session: AsyncSession, user: User, *rows: SQLModel) -> bool:

@@ -1,12 +1,28 @@
-"""Users are created on first sight of a verified token."""
+"""Users are created on first sight of a verified token; the name others see is theirs.
+
+A token's subject says who someone is to their identity provider, and it may be an
+e-mail address: it is never shown to anyone. A new user is named by the token's `name`
+claim, or else neutrally, and may rename themselves (`updateMe`).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
+import unicodedata
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Claims, Viewer
-from app.tables import CreditEntry, User
+from app.errors import BadUserInput
+from app.tables import CreditEntry, User, new_id
 from app.users import repository
+
+MAX_DISPLAY_NAME = 100
+# Control characters, and lone surrogates (a JSON string may carry one; no UTF-8 column
+# can store it).
+_NOT_TEXT = frozenset({"Cc", "Cs"})
 
 
 def to_viewer(user: repository.Identity) -> Viewer:
@@ -15,15 +31,55 @@ def to_viewer(user: repository.Identity) -> Viewer:
     )
 
 
+def default_display_name(user_id: str) -> str:
+    """A name that tells nothing of the token's subject, the same for a user every time.
+
+    From a hash of the id rather than the id itself: an id begins with a clock, so users
+    who joined within hours of each other share its first digits."""
+    return "Creator " + hashlib.sha256(user_id.encode()).hexdigest()[:6]
+
+
+def clean_display_name(name: str) -> str:
+    """`name` trimmed, each run of whitespace inside made one space; `BadUserInput` unless
+    that leaves 1-100 characters of text."""
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise BadUserInput("displayName must not be empty", field="displayName")
+    if len(cleaned) > MAX_DISPLAY_NAME:
+        raise BadUserInput(
+            f"displayName must be at most {MAX_DISPLAY_NAME} characters", field="displayName"
+        )
+    if any(unicodedata.category(c) in _NOT_TEXT for c in cleaned):
+        raise BadUserInput(
+            "displayName must be valid Unicode text without control characters",
+            field="displayName",
+        )
+    return cleaned
+
+
+def _first_name(claims: Claims, user_id: str) -> str:
+    """The token's name when it has a usable one; a neutral name otherwise (a bad claim
+    must not keep its user out)."""
+    if claims.name:
+        with contextlib.suppress(BadUserInput):
+            return clean_display_name(claims.name)
+    return default_display_name(user_id)
+
+
 async def viewer_for(session: AsyncSession, claims: Claims, *, initial_credits: int = 0) -> Viewer:
     """The user behind `claims`, created if this is the first time we see them.
 
-    A new user starts with `initial_credits`, recorded as the first ledger entry.
+    A new user starts with `initial_credits`, recorded as the first ledger entry. Later
+    tokens do not rename a user: the name is the user's own from then on.
     """
     user = await repository.get_by_external_id(session, claims.subject)
     if user is None:
+        user_id = new_id()
         candidate = User(
-            external_id=claims.subject, display_name=claims.name, credits=initial_credits
+            id=user_id,
+            external_id=claims.subject,
+            display_name=_first_name(claims, user_id),
+            credits=initial_credits,
         )
         grant = CreditEntry(
             user_id=candidate.id,
@@ -38,3 +94,11 @@ async def viewer_for(session: AsyncSession, claims: Claims, *, initial_credits: 
         user = await repository.get_by_external_id(session, claims.subject)
         assert user is not None, "a concurrent insert of this user must be visible now"
     return to_viewer(user)
+
+
+async def rename(session: AsyncSession, viewer: Viewer, display_name: str) -> Viewer:
+    """The viewer under their new name. Every operation reads the name afresh from the
+    users table (the auth caches keep only who a token is), so it shows at once."""
+    name = clean_display_name(display_name)
+    await repository.set_display_name(session, viewer.id, name)
+    return replace(viewer, display_name=name)

@@ -61,3 +61,13 @@ class MeType:
             node_of=lambda r: CreditEntryType(row=r),
         )
         return CreditEntryConnection(edges=edges, page_info=page)
+
+
+@strawberry.input(description="Changes to the viewer's profile.")
+class UpdateMeInput:
+    display_name: str = strawberry.field(
+        description=(
+            "The name other users see (as a model's owner, in the gallery): 1-100 "
+            "characters of text; surrounding spaces are trimmed."
+        )
+    )

@@ -12,8 +12,10 @@ from app.graphql.schema import schema
 from tests.conftest import token_for
 
 
-def http_request(user: str | None) -> Request:
-    headers = [(b"authorization", f"Bearer {token_for(user)}".encode())] if user else []
+def http_request(user: str | None, *, token: str | None = None) -> Request:
+    """A request as `user` (a token naming them `user`), or with `token` as it is."""
+    token = token or (token_for(user) if user else None)
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
     scope = {
         "type": "http",
         "method": "POST",
@@ -28,9 +30,14 @@ def http_request(user: str | None) -> Request:
 
 
 async def execute(
-    deps: Deps, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None
+    deps: Deps,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    user: str | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    context = Context(deps, http_request(user), None)
+    context = Context(deps, http_request(user, token=token), None)
     try:
         result = await schema.execute(query, variable_values=variables, context_value=context)
     finally:
@@ -39,9 +46,14 @@ async def execute(
 
 
 async def data(
-    deps: Deps, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None
+    deps: Deps,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    user: str | None = None,
+    token: str | None = None,
 ) -> Any:
-    result = await execute(deps, query, variables, user=user)
+    result = await execute(deps, query, variables, user=user, token=token)
     assert not result["errors"], result["errors"]
     return result["data"]
 
