@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,13 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or ".." in key.split("/") or "//" in key:
         raise InvalidKey(f"invalid storage key: {key!r}")
     return key
+
+
+def new_key(folder: str, suffix: str = "") -> str:
+    """A fresh key under `folder` that names nothing but a random token: signed URLs show
+    keys to whoever holds them, and a public model's URLs must not tell its request,
+    images or jobs apart from anyone else's."""
+    return check_key(f"{folder}/{secrets.token_hex(16)}{suffix}")
 
 
 class Storage(Protocol):

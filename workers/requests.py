@@ -49,6 +49,7 @@ from providers.base import (
 )
 from providers.formats import checked_image, model_files
 from providers.registry import Named, NoProvider
+from providers.storage import new_key
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ async def generate_image(deps: Deps, job_id: str) -> None:
                 make, only=chosen, usable=slots.take
             )
             extension = _EXTENSIONS.get(result.content_type, "bin")
-            key = f"requests/{request.id}/images/{image_id}.{extension}"
+            key = new_key("images", f".{extension}")
             await deps.storage.put(key, data, result.content_type)
     except JobGone:
         return
@@ -535,7 +536,7 @@ async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
                 raise ProviderRejected(message, provider=vendor)
             stored = None
             if status.files:
-                stored = await _store_model(deps, target, job_id, status, vendor)
+                stored = await _store_model(deps, target, status, vendor)
             if status.state is JobState.SUCCEEDED and stored is None:
                 raise ProviderUnavailable("the 3D job finished without a file")
     except JobGone:
@@ -602,25 +603,28 @@ async def _report_model_progress(
 
 
 async def _store_model(
-    deps: Deps, request: repository.PollTarget, job_id: str, status: ModelJobStatus, vendor: str
+    deps: Deps, request: repository.PollTarget, status: ModelJobStatus, vendor: str
 ) -> StoredModel:
     """Copies the finished model in the format the request asked for (else what the
     vendor offers, GLB first), and its preview, into our storage before the vendor's URLs
-    expire. An OBJ comes with its material and textures."""
+    expire. An OBJ comes with its material and textures.
+
+    Keys are random (`new_key`): a published model's URLs must not name its request."""
     wanted = ("obj", "zip") if request.model_format == "obj" else ("glb",)
     main = sorted(status.files, key=lambda f: (f.format not in wanted, f.format != "glb"))[0]
-    prefix = f"requests/{request.request_id}/model/{job_id}"
     data = await _content(deps, main.data, main.url)
     files = model_files(main.format, data, vendor)
+    folder = new_key("models")  # one folder, original names: the MTL names its textures
     stored = []
-    for file in files:  # a lone file keeps the flat key; an OBJ's files share a folder
-        key = f"{prefix}.{file.format}" if len(files) == 1 else f"{prefix}/{file.name}"
+    for file in files:
+        key = f"{folder}/{file.name}"
         await deps.storage.put(key, file.data, file.content_type)
         stored.append(StoredFile(file.name, key, file.content_type, len(file.data)))
     preview_key = None
     if status.preview:
         preview = await _content(deps, status.preview.data, status.preview.url)
-        preview_key = f"{prefix}-preview.png"
+        # beside the folder, not in it: a texture may well be called preview.png
+        preview_key = new_key("previews", ".png")
         await deps.storage.put(preview_key, preview, status.preview.content_type)
     return StoredModel(format=files[0].format, files=stored, preview_key=preview_key)
 

@@ -140,9 +140,17 @@ async def delete_model(unit: Unit, viewer: Viewer, model_id: str) -> list[str]:
     """Removes the model and its likes and favorites; returns the storage keys to delete
     once the transaction has committed."""
     model = await owned(unit.session, viewer, model_id)
-    keys = [key for key in (model.file_key, model.preview_key) if key]
+    keys = stored_keys(model)
     await repository.delete_model(unit.session, model.id)
     return keys
+
+
+def stored_keys(model: Model) -> list[str]:
+    """Every storage key of the model, once each: all its files (an OBJ's material and
+    textures are not `file_key`, and their signed links would outlive the model) and its
+    preview."""
+    keys = [model.file_key, *(file["key"] for file in model.files or []), model.preview_key]
+    return list(dict.fromkeys(key for key in keys if key))
 
 
 async def count_download(unit: Unit, viewer: Viewer, model_id: str) -> Model:
