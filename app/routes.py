@@ -6,9 +6,12 @@ import asyncio
 import mimetypes
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import health
 from app.metrics import JOBS, QUEUE_DEPTH, REGISTRY
@@ -37,6 +40,26 @@ async def metrics(request: Request) -> Response:
     for name, depth in (await asyncio.to_thread(queue.depths)).items():
         QUEUE_DEPTH.labels(name).set(depth)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+class NoSniff:
+    """Adds `X-Content-Type-Options: nosniff` to every answer of the route it wraps.
+
+    Stored files are generated content served inline: a browser must take their type
+    as given, never sniff one into HTML. Wrapping the route, not each response, also
+    covers the 400 and 416 answers FileResponse builds itself for bad Range headers.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 async def files(request: Request) -> Response:
@@ -72,5 +95,5 @@ routes = [
     Route("/health", liveness, methods=["GET"]),
     Route("/health/detailed", health_detailed, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
-    Route("/files/{key:path}", files, methods=["GET", "HEAD"]),
+    Route("/files/{key:path}", files, methods=["GET", "HEAD"], middleware=[Middleware(NoSniff)]),
 ]
