@@ -10,11 +10,13 @@ run: $(STAMP)
 	$(VENV)/bin/lumi serve
 
 # Two pytest workers (pytest-xdist): most tests wait on servers, sockets and subprocesses,
-# so two share two cores well. TEST_WORKERS=0 runs in one process.
+# so two share two cores well. TEST_WORKERS=0 runs in one process. Each test file runs
+# whole in one worker: its module-scoped servers start once, and a module whose tests
+# share state (the fuzz counts what its tests sent) sees all of it.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

@@ -36,6 +36,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=args.log_level or settings.log_level,
         log_config=None,  # keep our JSON handler
         ws_per_message_deflate=settings.ws_per_message_deflate,
+        ws_max_size=settings.ws_max_message_bytes,
+        # Only LUMI_TRUSTED_PROXIES decides whose X-Forwarded-For names the client: left
+        # unset, uvicorn would read FORWARDED_ALLOW_IPS or trust 127.0.0.1 on its own.
+        proxy_headers=bool(settings.trusted_proxy_list),
+        forwarded_allow_ips=settings.trusted_proxy_list,
     )
     return 0
 
@@ -159,7 +164,9 @@ def parser() -> argparse.ArgumentParser:
     migrate.set_defaults(run=_migrate)
     token = commands.add_parser("token", help="print a development token (hs256 only)")
     token.add_argument("--user", required=True, help="the token's subject")
-    token.add_argument("--name", help="display name (defaults to the user)")
+    token.add_argument(
+        "--name", help="display name of a new user (default: a neutral name, not the user)"
+    )
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.set_defaults(run=_token)
     queue = commands.add_parser("queue", help="inspect and repair the job queues")

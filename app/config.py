@@ -6,11 +6,12 @@ storage directory and the offline `local` providers. Nothing else reads `os.envi
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "lumi-development-secret-change-me"  # noqa: S105 - the known dev default
@@ -29,6 +30,10 @@ _NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "model": {"local": (), "hunyuan": ("hunyuan_secret_id", "hunyuan_secret_key")},
 }
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -55,6 +60,15 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="Larger request bodies answer 413."
+    )
+    # Default: none. A gateway reached directly must not let any peer (a local one
+    # included) name its own address; behind a proxy, the operator names the proxy.
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IP addresses or CIDR networks of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, so the per-address rate limit "
+        "and the logs see each client's own address; '*': any peer, only for a gateway "
+        "that nothing but its proxy can reach.",
     )
 
     # Storage of every artifact; database file and local files live here by default.
@@ -232,6 +246,11 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=12, ge=2, le=100)
     graphql_max_aliases: int = Field(default=30, ge=0, le=1000)
     graphql_max_tokens: int = Field(default=3000, ge=100, le=100_000)
+    graphql_max_document_chars: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Longer GraphQL documents are refused before they are parsed.",
+    )
     graphql_max_cost: int = Field(
         default=20000, ge=100, description="Fields times the page sizes of the lists around them."
     )
@@ -245,6 +264,13 @@ class Settings(BaseSettings):
     )
     ws_ping_interval_seconds: float = Field(
         default=15, ge=0, le=600, description="Server pings on a quiet websocket; 0: none."
+    )
+    ws_max_message_bytes: int = Field(
+        default=262_144,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="A larger websocket message closes its connection (1009) before it is "
+        "read: an operation and its variables fit well within the default.",
     )
     ws_per_message_deflate: bool = Field(
         default=False,
@@ -268,6 +294,23 @@ class Settings(BaseSettings):
             "dev-secret, sqlite, embedded-broker, embedded-bus, local-storage."
         ),
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_addresses(cls, value: str) -> str:
+        """Uvicorn quietly never matches an entry it cannot parse (a name, a network with
+        host bits set, '*' beside others); here such a typo stops the start instead."""
+        entries = _comma_list(value)
+        if "*" in entries:
+            if entries != ["*"]:
+                raise ValueError("LUMI_TRUSTED_PROXIES: '*' trusts every peer; list nothing else")
+            return value
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry)  # an address alone is a network of one
+            except ValueError as exc:
+                raise ValueError(f"LUMI_TRUSTED_PROXIES: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _providers_are_known_and_configured(self) -> Settings:
@@ -376,6 +419,10 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _comma_list(self.trusted_proxies)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -45,6 +45,13 @@ class BadUserInput(LumiError):
         super().__init__(message, **({"field": field} if field else {}))
 
 
+class BadRequest(LumiError):
+    """The request itself is malformed (not JSON, not an object, not a GraphQL request)."""
+
+    code = "BAD_REQUEST"
+    default_message = "the request is not a GraphQL request"
+
+
 class Conflict(LumiError):
     code = "CONFLICT"
     default_message = "conflicting state"

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from cross_web import HTTPException
 from dramatiq.asyncio import get_event_loop_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -31,7 +34,7 @@ from app.errors import LumiError
 from app.graphql.context import Context
 from app.graphql.limits import Limits
 from app.graphql.schema import build_schema
-from app.graphql.ws import TransportWSHandler
+from app.graphql.ws import LegacyWSHandler, TransportWSHandler
 from app.heap import freeze_startup_objects
 from app.migrate import upgrade_async
 from app.observability import BodyLimit, RequestContext, register_secrets
@@ -45,15 +48,49 @@ log = logging.getLogger(__name__)
 
 _CONTEXT = "lumi.context"  # where an HTTP exchange's context waits for its end
 
+_REQUEST_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+def request_error(status: int, message: str) -> JSONResponse:
+    """A request the GraphQL endpoint cannot run, as a GraphQL response with a code."""
+    code = _REQUEST_ERROR_CODES.get(status, "BAD_REQUEST")
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
+    )
+
 
 class GraphQLApp(GraphQL[Context, None]):
+    """Strawberry's ASGI view, answering every refused request as a JSON GraphQL error
+    with `extensions.code` (strawberry answers plain text) and never with a 500."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            if scope["type"] == "http":
+                await self._http(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         finally:
             context = scope.get(_CONTEXT)
             if context is not None:  # the operation's shared read session goes back
                 await context.end_reads()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as exc:
+            response = request_error(exc.status_code, exc.reason)
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A JSON object, or a 400: bodies of `null`, `42`, invalid UTF-8 or arrays nested
+        past the parser's recursion limit are refused here, not by a traceback."""
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise HTTPException(400, "the request body is not valid JSON") from exc
+        if not isinstance(parsed, dict):
+            raise HTTPException(400, "the request must be a JSON object")
+        return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(request.app.state.deps, request, response)
@@ -163,6 +200,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         keep_alive=settings.ws_ping_interval_seconds > 0,  # legacy graphql-ws: "ka"
         keep_alive_interval=settings.ws_ping_interval_seconds or 1,
     )
+    graphql.graphql_ws_handler_class = LegacyWSHandler
     graphql.graphql_transport_ws_handler_class = type(
         "ConfiguredTransportWSHandler",
         (TransportWSHandler,),

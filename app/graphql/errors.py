@@ -8,20 +8,29 @@ so that is where codes are set and internals are hidden.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
-from strawberry.exceptions import StrawberryGraphQLError
+from strawberry.exceptions import MissingQueryError, StrawberryGraphQLError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
 from app.errors import LumiError
+from app.graphql.gate import Documents
 from app.observability import request_id
 
 log = logging.getLogger("app.graphql")
 
 INTERNAL_MESSAGE = "internal error"
+
+# What the request asked for cannot be run as asked: no query, an operation name that
+# names none, an operation type this transport does not carry.
+_BAD_REQUESTS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+# graphql-core's hints, for when they would reveal the schema (introspection off).
+_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
 def classify(error: GraphQLError) -> tuple[str, bool]:
@@ -31,6 +40,8 @@ def classify(error: GraphQLError) -> tuple[str, bool]:
         return original.code, True
     if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED", True
+    if isinstance(original, _BAD_REQUESTS):
+        return "BAD_REQUEST", True
     if original is None:
         # graphql-core's own errors: validation, variable coercion, unknown fields.
         if error.path is None:
@@ -43,11 +54,19 @@ def classify(error: GraphQLError) -> tuple[str, bool]:
 
 
 class LumiSchema(strawberry.Schema):
+    """The schema; `documents` parses and validates its operations within the limits."""
+
+    def __init__(self, *args: Any, documents: Documents | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.documents = documents or Documents()
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         for error in errors:
             shape_error(error, execution_context)
+            if self.documents.hide_suggestions:  # validation hides its own; this catches the rest
+                error.message = _SUGGESTION.sub("", error.message)
 
 
 def shape_error(error: GraphQLError, execution_context: ExecutionContext | None) -> None:

@@ -1,10 +1,13 @@
-"""Limits every operation meets before any resolver runs: depth, aliases, tokens, cost,
-and the rate limits of its client address and user; and how many subscriptions a
-connection and a user may hold open.
+"""Limits every operation meets before any resolver runs: document size, tokens, depth,
+aliases and cost (the rate limits and the parsing are in `gate.py`); and how many
+subscriptions a connection and a user may hold open.
 
-Cost weighs list sizes: each field costs 1 times the `first` of every list around it
-(100, the largest page, when `first` comes from a variable or is missing), so a query
-nesting pages of pages is refused however few fields it names.
+Cost weighs list sizes: each field costs 1 times the size of every list around it. A
+page's size is its `first` (100, the largest page, when `first` comes from a variable
+or is missing), so a query nesting pages of pages is refused however few fields it
+names. Introspection counts too: its lists weigh what they hold in this schema on
+average (types, fields per type, arguments per field, ...), so the one full
+introspection query that tools send passes while thirty aliased copies of it do not.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
 from graphql import (
@@ -21,19 +25,29 @@ from graphql import (
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLUnionType,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
+    get_named_type,
+    get_nullable_type,
 )
-from starlette.responses import Response
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
+from strawberry.extensions import AddValidationRules, SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 
-from app.errors import LimitExceeded, LumiError, RateLimited
+from app.errors import LimitExceeded
+from app.graphql.gate import Documents, Gate
 from app.graphql.pagination import MAX_PAGE
 
 _K = TypeVar("_K")
@@ -45,6 +59,7 @@ class Limits:
     max_aliases: int = 30
     max_tokens: int = 3000
     max_cost: int = 20000
+    max_document_chars: int = 100_000
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -53,20 +68,25 @@ class Limits:
             max_aliases=settings.graphql_max_aliases,
             max_tokens=settings.graphql_max_tokens,
             max_cost=settings.graphql_max_cost,
+            max_document_chars=settings.graphql_max_document_chars,
         )
 
-    def extensions(self) -> list[Callable[[], SchemaExtension]]:
-        # The rule classes are made once: the validation cache keys on them, and
-        # strawberry's own limiter extensions would make new ones per operation.
+    def documents(self, *, hide_suggestions: bool = False) -> Documents:
+        """The parser and validator of this schema's documents, within these limits."""
+        return Documents(
+            max_chars=self.max_document_chars,
+            max_tokens=self.max_tokens,
+            hide_suggestions=hide_suggestions,
+        )
+
+    def extensions(self, documents: Documents) -> list[Callable[[], SchemaExtension]]:
+        # The rule classes are made once: the validation cache keys on them.
         rules: list[type[ASTValidationRule]] = [
             depth_validator(self.max_depth, None),
             alias_validator(self.max_aliases),
             cost_rule(self.max_cost),
         ]
-        return [
-            lambda: MaxTokensLimiter(max_token_count=self.max_tokens),
-            lambda: AddValidationRules(rules),
-        ]
+        return [Gate.factory(documents), lambda: AddValidationRules(rules)]
 
 
 def _first(field: FieldNode) -> int | None:
@@ -78,10 +98,59 @@ def _first(field: FieldNode) -> int | None:
     return None
 
 
+@cache
+def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
+    """How many items each list of the introspection types holds in `schema`, on average
+    over the things it is asked of: (type name, field name) -> size."""
+    types = list(schema.type_map.values())
+    with_fields = [t for t in types if isinstance(t, GraphQLObjectType | GraphQLInterfaceType)]
+    fields = [f for t in with_fields for f in t.fields.values()]
+    directives = schema.directives
+
+    def average(total: int, over: int) -> int:
+        return max(1, math.ceil(total / max(over, 1)))
+
+    def count(kind: type, attribute: str) -> int:
+        return sum(len(getattr(t, attribute)) for t in types if isinstance(t, kind))
+
+    possible = sum(
+        len(schema.get_possible_types(t))
+        for t in types
+        if isinstance(t, GraphQLInterfaceType | GraphQLUnionType)
+    )
+    enum_values = sum(len(getattr(t, "values", ())) for t in types)
+    return {
+        ("__Schema", "types"): len(types),
+        ("__Schema", "directives"): len(directives),
+        ("__Type", "fields"): average(len(fields), len(types)),
+        ("__Type", "inputFields"): average(count(GraphQLInputObjectType, "fields"), len(types)),
+        ("__Type", "enumValues"): average(enum_values, len(types)),
+        ("__Type", "interfaces"): average(count(GraphQLObjectType, "interfaces"), len(types)),
+        ("__Type", "possibleTypes"): average(possible, len(types)),
+        ("__Field", "args"): average(sum(len(f.args) for f in fields), len(fields)),
+        ("__Directive", "args"): average(sum(len(d.args) for d in directives), len(directives)),
+    }
+
+
+def _field_type(parent: GraphQLNamedType | None, name: str, schema: GraphQLSchema) -> Any:
+    """The declared type of field `name` of `parent`, or None where there is none."""
+    if name == "__schema":
+        return SchemaMetaFieldDef.type
+    if name == "__type":
+        return TypeMetaFieldDef.type
+    fields = getattr(parent, "fields", None)
+    if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType) or fields is None:
+        return None
+    field = fields.get(name)
+    return field.type if field is not None else None
+
+
 def cost_rule(max_cost: int) -> type[ValidationRule]:
     class CostRule(ValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            cost = self._cost(node.selection_set, 1, set())
+            schema = self.context.schema
+            root = schema.get_root_type(node.operation)
+            cost = self._cost(node.selection_set, root, 1, frozenset())
             if cost > max_cost:
                 self.report_error(
                     GraphQLError(
@@ -91,62 +160,53 @@ def cost_rule(max_cost: int) -> type[ValidationRule]:
                     )
                 )
 
-        def _cost(self, selections: SelectionSetNode | None, factor: int, seen: set[str]) -> int:
+        def _size(self, parent: GraphQLNamedType | None, field: FieldNode, type_: Any) -> int:
+            """How many times the field's selection runs per parent: its page, or for an
+            introspection list what such a list holds on average, else once."""
+            page = _first(field)
+            if page:
+                return page
+            if parent is None or not parent.name.startswith("__"):
+                return 1
+            if not isinstance(get_nullable_type(type_), GraphQLList):
+                return 1
+            sizes = introspection_sizes(self.context.schema)
+            return sizes.get((parent.name, field.name.value), 1)
+
+        def _cost(
+            self,
+            selections: SelectionSetNode | None,
+            parent: GraphQLNamedType | None,
+            factor: int,
+            seen: frozenset[str],
+        ) -> int:
             if selections is None:
                 return 0
             context: ValidationContext = self.context
+            schema = context.schema
             total = 0
             for selection in selections.selections:
                 if isinstance(selection, FieldNode):
                     total += factor
-                    page = _first(selection)
-                    inner = factor * page if page else factor
-                    total += self._cost(selection.selection_set, inner, seen)
+                    type_ = _field_type(parent, selection.name.value, schema)
+                    inner = factor * self._size(parent, selection, type_)
+                    named = get_named_type(type_) if type_ is not None else None
+                    total += self._cost(selection.selection_set, named, inner, seen)
                 elif isinstance(selection, InlineFragmentNode):
-                    total += self._cost(selection.selection_set, factor, seen)
+                    on = selection.type_condition
+                    narrowed = schema.get_type(on.name.value) if on else parent
+                    total += self._cost(selection.selection_set, narrowed, factor, seen)
                 elif isinstance(selection, FragmentSpreadNode):
                     name = selection.name.value
                     fragment = context.get_fragment(name)
                     if fragment is not None and name not in seen:  # cycles: another rule
-                        total += self._cost(fragment.selection_set, factor, seen | {name})
+                        narrowed = schema.get_type(fragment.type_condition.name.value)
+                        total += self._cost(fragment.selection_set, narrowed, factor, seen | {name})
                 if total > max_cost * 10:
                     break  # no need to count a bomb to its end
             return total
 
     return CostRule
-
-
-class RateLimits(SchemaExtension):
-    """Counts each operation that parsed and validated against the rate limits of its
-    client address and its user, before any resolver runs. A refused operation is
-    answered RATE_LIMITED with `retryAfter` (seconds) and counts against nothing.
-
-    It must come after the ValidationCache extension: that one validates on entering
-    `on_validate`, and this one, entering next, adds its refusal to the outcome, which
-    strawberry reads before any hook exits.
-    """
-
-    async def on_validate(self) -> AsyncIterator[None]:
-        execution = self.execution_context
-        context = execution.context
-        throttle = getattr(getattr(context, "deps", None), "throttle", None)
-        if throttle is not None and not execution.pre_execution_errors:
-            try:
-                viewer = await context.viewer()
-            except LumiError:
-                viewer = None  # a bad token: its resolver says so; the address still counts
-            client = context.request.client
-            try:
-                await throttle.check(
-                    address=client.host if client else None,
-                    user_id=viewer.id if viewer else None,
-                )
-            except RateLimited as exc:
-                execution.pre_execution_errors = [GraphQLError(exc.message, original_error=exc)]
-                if isinstance(context.response, Response):  # HTTP: say it the HTTP way too
-                    retry_after = math.ceil(exc.extensions["retryAfter"])
-                    context.response.headers["Retry-After"] = str(retry_after)
-        yield
 
 
 class SubscriptionSlots:

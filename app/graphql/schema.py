@@ -6,17 +6,10 @@ import time
 from collections.abc import Iterator
 
 import strawberry
-from strawberry.extensions import (
-    DisableIntrospection,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import DisableIntrospection, SchemaExtension
 
-from app.graphql.context import Info
 from app.graphql.errors import LumiSchema
-from app.graphql.limits import Limits, RateLimits
-from app.graphql.permissions import IsAuthenticated
+from app.graphql.limits import Limits
 from app.metrics import GRAPHQL_DURATION
 from app.models.resolvers import ModelMutations, ModelQueries
 from app.requests.resolvers import (
@@ -25,18 +18,16 @@ from app.requests.resolvers import (
     RequestQueries,
     RequestSubscriptions,
 )
-from app.users.types import MeType
+from app.users.resolvers import UserMutations, UserQueries
 
 
 @strawberry.type
-class Query(RequestQueries, ModelQueries, ProviderQueries):
-    @strawberry.field(description="The viewer.", permission_classes=[IsAuthenticated])
-    async def me(self, info: Info) -> MeType:
-        return MeType(viewer=await info.context.require_viewer())
+class Query(RequestQueries, ModelQueries, ProviderQueries, UserQueries):
+    pass
 
 
 @strawberry.type
-class Mutation(RequestMutations, ModelMutations):
+class Mutation(RequestMutations, ModelMutations, UserMutations):
     pass
 
 
@@ -61,18 +52,18 @@ class OperationTimer(SchemaExtension):
 
 
 def build_schema(limits: Limits | None = None, *, introspection: bool = True) -> strawberry.Schema:
-    """The schema, with the operation limits checked before any resolver runs."""
+    """The schema, with the operation limits checked before any resolver runs. Without
+    introspection, errors make no "Did you mean ...?" suggestions either: those would
+    reveal the schema one name at a time."""
     limits = limits or Limits()
+    documents = limits.documents(hide_suggestions=not introspection)
     return LumiSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        # Factories: both caches live at module level, shared by every operation.
+        documents=documents,
         extensions=[
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
-            *limits.extensions(),
-            RateLimits,
+            *limits.extensions(documents),
             *([] if introspection else [DisableIntrospection]),
             OperationTimer,
         ],

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from graphql import GraphQLError, OperationType, parse
+from graphql import GraphQLError, OperationType
 from graphql.language import OperationDefinitionNode
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -22,15 +23,22 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message,
     SubscribeMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
 from app.graphql.context import Context
+from app.graphql.errors import LumiSchema
+from app.graphql.gate import Documents
 
 
-def is_subscription(query: str, operation_name: str | None) -> bool:
+def is_subscription(documents: Documents, query: str, operation_name: str | None) -> bool:
+    """Whether the operation is a subscription. The document is read within the same
+    size and token limits (and through the same cache) as every operation: a parse
+    here, before any check, is what one anonymous message used to freeze the process."""
     try:
-        document = parse(query)
+        document = documents.parse(query)
     except GraphQLError:
-        return False  # strawberry answers the syntax error itself
+        return False  # the operation itself answers the refusal
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode) and (
             operation_name is None or (definition.name and definition.name.value == operation_name)
@@ -86,6 +94,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         query = payload.get("query")
         if not isinstance(query, str):
             return False
-        if not is_subscription(query, payload.get("operationName")):
+        assert isinstance(self.schema, LumiSchema)
+        if not is_subscription(self.schema.documents, query, payload.get("operationName")):
             return False
         return await self.context.viewer() is None
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws protocol. A message for a peer that has gone is dropped:
+    strawberry's handler sends `complete` as an operation ends, and when that was
+    because the socket closed, the send raised out of the operation's task ("Task
+    exception was never retrieved")."""
+
+    async def send_message(self, message: OperationMessage) -> None:
+        with contextlib.suppress(WebSocketDisconnected):
+            await super().send_message(message)

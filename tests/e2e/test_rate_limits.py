@@ -136,3 +136,22 @@ def test_the_address_limit_holds_for_anonymous_and_signed_in_callers_alike(
     assert code(refused) == "RATE_LIMITED"
     assert refused["errors"][0]["extensions"]["scope"] == "address"
     assert 0 < refused["errors"][0]["extensions"]["retryAfter"] <= 0.5
+
+
+def test_refused_operations_count_toward_the_limit_too(embedded: Server) -> None:
+    """Documents refused at parse or validation cost server time as well: they used to be
+    free, so 100 documents of 100k tokens cost 5 s without one RATE_LIMITED."""
+    time.sleep(2.6)  # the address's burst of 5 is whole again (2 a second refill it)
+    refused = [
+        {"query": "{ publicModels(first: 1) { edges { node { id } } "},  # syntax
+        {"query": "{ nosuchfield }"},  # validation
+        {"query": "{ me { " + "id " * 4000 + "} }"},  # token limit
+        {"query": "{ " + " " * 200_000 + "__typename }"},  # document size
+        {"query": "{ __typename }", "operationName": "Missing"},  # no such operation
+    ]
+    for body in refused:
+        response = httpx.post(embedded.graphql, json=body, timeout=10)
+        assert response.json()["errors"][0]["extensions"]["code"] != "RATE_LIMITED"
+    limited = httpx.post(embedded.graphql, json=GALLERY, timeout=10)
+    assert code(limited.json()) == "RATE_LIMITED"
+    assert limited.headers["retry-after"]

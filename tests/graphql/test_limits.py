@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 import pytest
+import strawberry
+from graphql import get_introspection_query
 from sqlalchemy import event
 
 from app.deps import Deps
@@ -27,7 +29,13 @@ PAGE = "requests(first: 100) { edges { node { id status step progress prompt " +
 COST_BOMB = "{ " + " ".join(f"p{i}: {PAGE}" for i in range(4)) + " }"
 
 
-async def run(deps: Deps, query: str) -> tuple[list[dict[str, Any]], int, float]:
+async def run(
+    deps: Deps,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    schema: strawberry.Schema = schema,
+) -> tuple[list[dict[str, Any]], int, float]:
     statements = 0
 
     def count(*_: Any) -> None:
@@ -38,7 +46,7 @@ async def run(deps: Deps, query: str) -> tuple[list[dict[str, Any]], int, float]
     try:
         context = Context(deps, http_request("alice"), None)
         started = time.perf_counter()
-        result = await schema.execute(query, context_value=context)
+        result = await schema.execute(query, variables, context_value=context)
         elapsed = time.perf_counter() - started
         await context.end_reads()
     finally:
@@ -51,7 +59,7 @@ async def run(deps: Deps, query: str) -> tuple[list[dict[str, Any]], int, float]
     [
         (DEPTH_BOMB, "depth", "GRAPHQL_VALIDATION_FAILED"),
         (ALIAS_BOMB, "aliases", "GRAPHQL_VALIDATION_FAILED"),
-        (TOKEN_BOMB, "token", "GRAPHQL_PARSE_FAILED"),
+        (TOKEN_BOMB, "token", "LIMIT_EXCEEDED"),
         (COST_BOMB, "costs", "GRAPHQL_VALIDATION_FAILED"),
     ],
 )
@@ -73,3 +81,40 @@ async def test_an_ordinary_page_passes_every_limit(deps: Deps) -> None:
     errors, statements, _ = await run(deps, query)
     assert errors == []
     assert statements > 0
+
+
+INTROSPECTION = get_introspection_query()
+_TYPE_FRAGMENTS = "fragment" + INTROSPECTION.split("fragment", 1)[1]
+
+
+async def test_the_full_introspection_query_that_tools_send_passes(deps: Deps) -> None:
+    errors, _, _ = await run(deps, INTROSPECTION, schema=build_schema())
+    assert errors == []
+
+
+async def test_introspection_counts_toward_the_cost_limit(deps: Deps) -> None:
+    """Thirty aliases over the deep introspection fragments cost 1.3 MB and up to 2 s of
+    the event loop per anonymous request when introspection was counted as free."""
+    aliases = " ".join(f"a{i}: __schema {{ types {{ ...FullType }} }}" for i in range(30))
+    errors, _, elapsed = await run(
+        deps, f"{{ {aliases} }} {_TYPE_FRAGMENTS}", schema=build_schema()
+    )
+    assert len(errors) == 1
+    assert "costs" in errors[0]["message"]
+    assert errors[0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert elapsed < 1
+
+
+async def test_without_introspection_errors_suggest_no_names(deps: Deps) -> None:
+    """ "Did you mean ...?" would hand out the schema one name at a time."""
+    hidden = build_schema(introspection=False)
+    typo = "{ me { credit } publicModels(first: 1, sort: LATES) { edges { cursor } } }"
+    open_errors, _, _ = await run(deps, typo, schema=build_schema())
+    assert any("Did you mean" in error["message"] for error in open_errors)
+    errors, _, _ = await run(deps, typo, schema=hidden)
+    assert errors
+    assert all("Did you mean" not in error["message"] for error in errors)
+    variable = "query($s: ModelSort!) { publicModels(first: 1, sort: $s) { edges { cursor } } }"
+    errors, _, _ = await run(deps, variable, {"s": "LATES"}, schema=hidden)
+    assert errors
+    assert all("Did you mean" not in error["message"] for error in errors)
