@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -50,16 +51,17 @@ def cluster(
             # Table re-checks every 30 s: live events can only cross processes via Redis.
             "LUMI_SUBSCRIPTION_RECHECK_SECONDS": "30",
         }
-        worker = lumi(data_dir, data_dir / "worker.log", "worker", **env)
-        first = start_server(data_dir, name="api1", **env)
-        second = start_server(data_dir, name="api2", **env)
-        try:
+        # Everything started is stopped, also when a later start fails: a worker left
+        # running outlives the test session and works on other tests' queues.
+        with contextlib.ExitStack() as started:
+            worker = lumi(data_dir, data_dir / "worker.log", "worker", **env)
+            started.callback(stop_process, worker)
+            first = start_server(data_dir, name="api1", **env)
+            started.callback(stop_server, first)
+            second = start_server(data_dir, name="api2", **env)
+            started.callback(stop_server, second)
             first.worker_metrics = f"http://127.0.0.1:{worker_metrics_port}/metrics"  # type: ignore[attr-defined]
             yield first, second
-        finally:
-            for server in (first, second):
-                stop_server(server)
-            stop_process(worker)
 
 
 async def test_a_client_on_one_api_sees_every_event_of_a_request_made_on_another(
