@@ -13,11 +13,13 @@ from prometheus_client import start_http_server
 
 from app.config import Settings
 from app.heap import freeze_startup_objects
-from app.metrics import REGISTRY
+from app.metrics import WORKER_REGISTRY
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
+from workers.health import HealthServer
 from workers.requests import declare_actors
 from workers.runtime import WorkerRuntime
 from workers.sweeper import Sweeper
+from workers.watchdog import ConsumerWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,13 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.host, registry=REGISTRY)
+        start_http_server(
+            settings.worker_metrics_port, addr=settings.host, registry=WORKER_REGISTRY
+        )
+    health = None
+    if settings.worker_health_port:  # bound before the start: a taken port stops it here
+        health = HealthServer(settings.host, settings.worker_health_port, worker)
+        health.start()
     worker.start()
     loop_thread = get_event_loop_thread()
     assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
@@ -51,10 +59,13 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     sweeper.start(loop_thread.loop)
     freeze_startup_objects()
     log.info("worker started with %s threads", worker.worker_threads)
-    stop.wait()
+    # Until a signal: this thread restarts consumer threads that die (workers/watchdog.py).
+    mended = ConsumerWatchdog(worker).watch(stop, settings.worker_watchdog_seconds)
     sweeper.stop()
     if loop_thread is not None:
         loop_thread.run_coroutine(runtime.aclose())
     worker.stop(timeout=10_000)
     broker.close()
-    return 0
+    if health is not None:
+        health.stop()
+    return 0 if mended else 1

@@ -5,11 +5,16 @@ Every pass looks for three things:
   vendor is polled again; any other job is retried like a failed attempt;
 - waiting jobs (PENDING, or RETRYING and due) with no message in the broker (a lost
   message, an embedded-mode restart): their message is sent again. A job whose message
-  is still queued is left alone, however long the queue;
+  is still queued is left alone, however long the queue, unless the delayed message it
+  waits for was due over `overdue_seconds` ago: Dramatiq's Redis consumer forgets the
+  delayed messages it holds at a connection error (and its thread can die of one, see
+  workers/watchdog.py), while Redis still lists them as its own for as long as the
+  worker lives; such a message claims to be queued and never comes (dramatiq #527);
 - active requests with no open job at all: nothing can move them on, so they fail
   (refunding what they did not deliver) and can be retried.
 Every action is conditional on the row it read, and a repeated message is a no-op, so
-several workers may sweep at once.
+several workers may sweep at once. (A 3D job between polls is RUNNING: its heartbeat,
+touched by every poll, stops when a poll message is stranded, and the stall finds it.)
 """
 
 from __future__ import annotations
@@ -62,15 +67,17 @@ async def sweep(deps: Deps, *, orphaned_before: datetime | None = None) -> Sweep
     settled = now - _GRACE
     if orphaned_before is not None:  # all that was queued before it is gone
         settled = max(settled, orphaned_before)
+    overdue_before = now - timedelta(seconds=deps.settings.overdue_seconds)
     async with deps.db.read() as session:
         waiting = await repository.waiting_jobs(session, settled)
+        overdue = set(await repository.overdue_jobs(session, overdue_before))
     if waiting:
         queued = await asyncio.to_thread(deps.queue.outstanding_job_ids)
         for job_id in waiting:
-            if job_id in queued:
+            if job_id in queued and job_id not in overdue:
                 continue
             async with deps.unit() as unit:
-                await _resend(unit, job_id, report)
+                await _resend(unit, job_id, report, overdue_before if job_id in queued else None)
     async with deps.db.read() as session:
         stuck = await repository.requests_without_open_jobs(session, cutoff)
     for request_id in stuck:
@@ -111,7 +118,11 @@ async def _recover(
     report.retried.append(job.id)
 
 
-async def _resend(unit: Unit, job_id: str, report: SweepReport) -> None:
+async def _resend(
+    unit: Unit, job_id: str, report: SweepReport, untouched_before: datetime | None = None
+) -> None:
+    """Sends a waiting job's message again. `untouched_before`: its old message is said
+    to be queued, so only if the job did not change since (another sweep resent it)."""
     locked = await _locked(unit, job_id)
     if locked is None:
         return
@@ -120,6 +131,12 @@ async def _resend(unit: Unit, job_id: str, report: SweepReport) -> None:
         return
     if job.status == "RETRYING" and job.next_attempt_at and job.next_attempt_at > utcnow():
         return
+    if untouched_before is not None and job.updated_at >= untouched_before:
+        return
+    # Under the request's lock, like every change of a waiting job. A job overdue with
+    # its stranded message still listed is thus resent once per `overdue_seconds`, not
+    # at every pass, while it waits behind a long queue.
+    job.updated_at = utcnow()
     unit.messages.append(jobs.message_for(request, job))
     report.resent.append(job.id)
 

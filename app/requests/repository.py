@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -48,9 +48,9 @@ async def get(
 async def get_owned(
     session: AsyncSession, request_id: str, user_id: str, *, for_update: bool = False
 ) -> GenerationRequest | None:
-    """The request when it exists, is not deleted and belongs to `user_id`."""
+    """The request when it exists and belongs to `user_id`."""
     request = await get(session, request_id, for_update=for_update)
-    if request is None or request.user_id != user_id or request.deleted_at is not None:
+    if request is None or request.user_id != user_id:
         return None
     return request
 
@@ -64,9 +64,7 @@ async def list_page(
     status: str | None,
 ) -> list[GenerationRequest]:
     """Newest first; `after` is the (created_at, id) of the last row already seen."""
-    query = select(GenerationRequest).where(
-        col(GenerationRequest.user_id) == user_id, col(GenerationRequest.deleted_at).is_(None)
-    )
+    query = select(GenerationRequest).where(col(GenerationRequest.user_id) == user_id)
     if status is not None:
         query = query.where(col(GenerationRequest.status) == status)
     if after is not None:
@@ -331,6 +329,20 @@ async def waiting_jobs(session: AsyncSession, before: datetime, limit: int = 100
     return list(result.scalars())
 
 
+async def overdue_jobs(session: AsyncSession, before: datetime, limit: int = 1000) -> list[str]:
+    """Waiting jobs whose delayed message was due before `before`, untouched since then."""
+    result = await session.execute(
+        select(GenerationJob.id)
+        .where(
+            col(GenerationJob.status).in_(["PENDING", "RETRYING"]),
+            col(GenerationJob.next_attempt_at) < before,
+            col(GenerationJob.updated_at) < before,
+        )
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
 async def set_vendor_job(
     session: AsyncSession, job_id: str, provider: str, vendor_job_id: str
 ) -> bool:
@@ -455,6 +467,27 @@ async def by_idempotency_key(
 
 async def delete_dead_letters(session: AsyncSession, request_id: str) -> None:
     await session.execute(delete(DeadLetter).where(col(DeadLetter.request_id) == request_id))
+
+
+async def delete_request(session: AsyncSession, request_id: str) -> None:
+    """Deletes the request row and every row that belongs to it, children first (the
+    foreign keys). Its credit ledger entries stay: they are the user's accounts.
+
+    Pending changes are flushed first, so an event just written goes with the others."""
+    await session.flush()
+    await delete_dead_letters(session, request_id)
+    for table in (GenerationJob, RequestEvent, GeneratedImage):
+        await session.execute(delete(table).where(col(table.request_id) == request_id))
+    await session.execute(delete(GenerationRequest).where(col(GenerationRequest.id) == request_id))
+
+
+async def stored_image_keys(session: AsyncSession, batch: int = 1000) -> AsyncIterator[str]:
+    """The storage key of every stored image, streamed in batches."""
+    query = select(GeneratedImage.storage_key).where(col(GeneratedImage.storage_key).is_not(None))
+    result = await session.stream(query.execution_options(yield_per=batch))
+    async for key in result.scalars():
+        if key is not None:
+            yield key
 
 
 def _open_jobs_of(request_id: Any) -> Any:
