@@ -77,6 +77,7 @@ def build_storage(settings: Settings) -> Storage:
             bucket=settings.s3_bucket,
             region=settings.s3_region,
             endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
             prefix=settings.s3_prefix,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret_key.get_secret_value() if secret_key else None,

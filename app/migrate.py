@@ -8,12 +8,19 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parent.parent
+# The revisions sit beside `app`: the checkout's top-level migrations/, or the
+# `migrations` package an installed wheel puts in site-packages (see pyproject.toml).
+# Found from this file rather than imported, so neither a stale editable install nor
+# another `migrations` on sys.path can stand in for the ones shipped with this code.
+SCRIPTS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """Settings in code, not alembic.ini: a wheel has no alembic.ini (that file serves
+    developers' `alembic revision` in the checkout)."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    config.set_main_option("path_separator", "os")
     config.attributes["url"] = url
     config.attributes["configure_logger"] = False
     return config

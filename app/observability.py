@@ -118,10 +118,20 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             if scope["type"] == "http":
-                HTTP_DURATION.labels(scope["method"], _route(scope), str(status)).observe(
+                HTTP_DURATION.labels(_method(scope), _route(scope), str(status)).observe(
                     time.perf_counter() - started
                 )
             request_id.reset(token)
+
+
+# HTTP lets a client send any token as its method (`FOO /graphql` reaches us): only
+# these become label values, the way only route templates do.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method(scope: Scope) -> str:
+    method = str(scope["method"])
+    return method if method in _METHODS else "other"
 
 
 def _route(scope: Scope) -> str:

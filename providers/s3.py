@@ -3,11 +3,16 @@
 One aioboto3 client per instance, opened on first use on the loop that uses it (build
 one storage per event loop). URLs are presigned with a plain botocore client: signing
 is local computation, so `url()` stays synchronous like every other Storage's.
+
+That client is configured for the public endpoint, the store's address as clients
+reach it: a SigV4 signature covers the Host header, so a link presigned for the
+internal name and rewritten afterwards would be refused by the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aioboto3
@@ -15,9 +20,11 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from providers.storage import check_key
+from providers.storage import StoredObject, check_key, is_key
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# Response headers a page's script may read: the size (progress), type and file name.
+_EXPOSED = ("Content-Length", "Content-Type", "Content-Disposition", "Content-Range", "ETag")
 
 
 class S3Storage:
@@ -27,6 +34,7 @@ class S3Storage:
         bucket: str,
         region: str,
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         prefix: str = "",
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
@@ -43,9 +51,8 @@ class S3Storage:
             "config": Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         }
         self._session = aioboto3.Session(**credentials)
-        self._signer = botocore.session.get_session().create_client(
-            "s3", **credentials, **self._client_args
-        )
+        public = {**self._client_args, "endpoint_url": public_endpoint_url or endpoint_url}
+        self._signer = botocore.session.get_session().create_client("s3", **credentials, **public)
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
 
@@ -93,6 +100,36 @@ class S3Storage:
                 return False
             raise
         return True
+
+    async def objects(self, folder: str) -> AsyncIterator[StoredObject]:
+        s3 = await self._s3()
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self._key(folder)}/"
+        )
+        async for page in pages:
+            for item in page.get("Contents", []):
+                key = str(item["Key"])[len(self.prefix) :]
+                if is_key(key):
+                    yield StoredObject(key, item["LastModified"], int(item["Size"]))
+
+    async def allow_browser_reads(self, origins: Sequence[str]) -> dict[str, Any]:
+        """Sets the bucket's CORS rules so that pages on `origins` may GET and HEAD its
+        objects (a presigned link fetched by script, such as a 3D viewer's) and read the
+        size and file name; replaces the bucket's CORS rules, and returns them."""
+        rules = {
+            "CORSRules": [
+                {
+                    "AllowedOrigins": list(origins),
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": [*_EXPOSED],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        }
+        s3 = await self._s3()
+        await s3.put_bucket_cors(Bucket=self.bucket, CORSConfiguration=rules)
+        return rules
 
     def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         params = {"Bucket": self.bucket, "Key": self._key(key)}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import strawberry
 from strawberry.extensions import DisableIntrospection, SchemaExtension
 
 from app.graphql.errors import LumiSchema
 from app.graphql.limits import Limits
-from app.metrics import GRAPHQL_DURATION
+from app.metrics import GRAPHQL_DURATION, OperationNames
 from app.models.resolvers import ModelMutations, ModelQueries
 from app.requests.resolvers import (
     ProviderQueries,
@@ -39,6 +39,14 @@ class Subscription(RequestSubscriptions):
 class OperationTimer(SchemaExtension):
     """Times each operation for `lumi_graphql_operation_duration_seconds`."""
 
+    def __init__(self, names: OperationNames) -> None:
+        super().__init__()
+        self.names = names
+
+    @classmethod
+    def factory(cls, names: OperationNames) -> Callable[[], OperationTimer]:
+        return lambda: cls(names)
+
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         yield
@@ -47,11 +55,16 @@ class OperationTimer(SchemaExtension):
             kind = context.operation_type.value
         except RuntimeError:  # the document did not parse
             kind = "invalid"
-        name = (context.operation_name or "anonymous")[:64]
+        name = self.names.label(context.operation_name)
         GRAPHQL_DURATION.labels(kind, name).observe(time.perf_counter() - started)
 
 
-def build_schema(limits: Limits | None = None, *, introspection: bool = True) -> strawberry.Schema:
+def build_schema(
+    limits: Limits | None = None,
+    *,
+    introspection: bool = True,
+    operation_names: OperationNames | None = None,
+) -> strawberry.Schema:
     """The schema, with the operation limits checked before any resolver runs. Without
     introspection, errors make no "Did you mean ...?" suggestions either: those would
     reveal the schema one name at a time."""
@@ -65,7 +78,7 @@ def build_schema(limits: Limits | None = None, *, introspection: bool = True) ->
         extensions=[
             *limits.extensions(documents),
             *([] if introspection else [DisableIntrospection]),
-            OperationTimer,
+            OperationTimer.factory(operation_names or OperationNames()),
         ],
     )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +15,39 @@ import httpx
 import pytest
 
 from app.observability import redact
-from tests.conftest import Server, start_server, stop_server, token_for
+from tests.conftest import (
+    REDIS,
+    Server,
+    free_port,
+    lumi,
+    require,
+    run_lumi,
+    start_server,
+    stop_process,
+    stop_server,
+    token_for,
+)
 from tests.e2e.client import REQUEST_UPDATES, collect, create_request, ws_session
 
 pytestmark = pytest.mark.e2e
 
 CREATE = 'mutation { createRequest(input: {prompt: "a lamp", imageCount: 1}) { id } }'
+# Durations of operations with these names are labelled by name; any other is `other`.
+KNOWN_NAMES = ("Create", "Follow")
+API_ONLY = (
+    "lumi_http_request_duration_seconds",
+    "lumi_graphql_operation_duration_seconds",
+    "lumi_active_subscriptions",
+)
 
 
 @pytest.fixture(scope="module")
 def chatty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("observed"), log_level="info")
+    server = start_server(
+        tmp_path_factory.mktemp("observed"),
+        log_level="info",
+        LUMI_METRICS_OPERATION_NAMES=",".join(KNOWN_NAMES),
+    )
     yield server
     stop_server(server)
 
@@ -72,6 +96,74 @@ async def test_metrics_cover_http_graphql_events_jobs_phases_and_providers(
         == 2
     )
     assert metric(text, "lumi_queue_depth", queue="default") >= 0
+
+
+def label_values(text: str, sample: str, label: str) -> set[str]:
+    return {
+        dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))[label]
+        for line in text.splitlines()
+        if line.startswith(sample + "{")
+    }
+
+
+async def test_client_chosen_operation_names_and_methods_cannot_multiply_the_series(
+    chatty_server: Server,
+) -> None:
+    names = [f"Probe{uuid.uuid4().hex}" for _ in range(150)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        for name in names:
+            body = {"query": f"query {name} {{ __typename }}", "operationName": name}
+            assert (await client.post(chatty_server.graphql, json=body)).status_code == 200
+        for method in ("FOO", "PROPFIND"):
+            await client.request(method, chatty_server.graphql)
+        text = (await client.get(f"{chatty_server.url}/metrics")).text
+    durations = "lumi_graphql_operation_duration_seconds_count"
+    assert label_values(text, durations, "name") <= {*KNOWN_NAMES, "other", "anonymous"}
+    assert metric(text, durations, type="query", name="other") >= 150
+    methods = label_values(text, "lumi_http_request_duration_seconds_count", "method")
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+
+
+async def test_metrics_show_the_process_and_no_created_series(chatty_server: Server) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        text = (await client.get(f"{chatty_server.url}/metrics")).text
+    assert metric(text, "process_resident_memory_bytes") > 0
+    assert metric(text, "process_open_fds") > 0
+    assert "python_info{" in text
+    assert [line for line in text.splitlines() if "_created" in line] == []
+
+
+def test_a_worker_serves_its_own_and_the_process_metrics_but_no_api_ones(tmp_path: Path) -> None:
+    require("Redis", REDIS)
+    port = free_port()
+    env = {
+        "LUMI_BROKER": "redis",
+        "LUMI_REDIS_NAMESPACE": f"lumi-test-{uuid.uuid4().hex[:8]}",
+        "LUMI_WORKER_METRICS_PORT": str(port),
+    }
+    assert run_lumi(tmp_path, "migrate", **env).returncode == 0
+    worker = lumi(tmp_path, tmp_path / "worker.log", "worker", **env)
+    try:
+        text = scrape(f"http://127.0.0.1:{port}/metrics", worker, tmp_path / "worker.log")
+    finally:
+        stop_process(worker)
+    assert "# TYPE lumi_provider_latency_seconds histogram" in text
+    assert metric(text, "process_resident_memory_bytes") > 0
+    assert [name for name in API_ONLY if name in text] == []
+    assert [line for line in text.splitlines() if "_created" in line] == []
+
+
+def scrape(url: str, process: subprocess.Popen[bytes], log: Path) -> str:
+    """The text of `url` once the process serves it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(url, timeout=5).text
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered: {log.read_text()}")
 
 
 async def test_log_lines_are_json_and_carry_the_request_id_into_the_stages(
