@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint schema bench
+.PHONY: run test lint schema bench soak
 
 run: $(STAMP)
 	$(VENV)/bin/lumi serve
@@ -27,6 +27,12 @@ lint: $(STAMP)
 # tests/bench/README.md. BENCH_ARGS="--quick" for a ~10x smaller smoke run.
 bench: $(STAMP)
 	$(VENV)/bin/python -m tests.bench $(BENCH_ARGS)
+
+# The soak: 1,000 live subscriptions and a steady operation mix for 10 minutes at 50 and
+# at 100 operations/s (about 30 minutes); exits non-zero on an error or a lost event.
+# SOAK_ARGS="--minutes 3 --rates 50" for a shorter run.
+soak: $(STAMP)
+	$(VENV)/bin/python -m tests.bench.soak $(SOAK_ARGS)
 
 schema: $(STAMP)
 	$(VENV)/bin/lumi schema > schema.graphql

@@ -1,14 +1,20 @@
 """`lumi`: serve the API, run workers, migrate the database, mint a development token,
-inspect and repair the job queues."""
+inspect and repair the job queues, run maintenance."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from app.auth import TokenVerifier
 from app.config import Settings
 from app.observability import configure_logging, register_secrets
+
+if TYPE_CHECKING:
+    from app.deps import Deps
+    from providers.storage import StoredObject
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -141,6 +147,66 @@ def _user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintenance(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "orphans":
+        return _orphans(settings, args)
+    return _s3_cors(settings, args)
+
+
+def _orphans(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from app import maintenance
+    from workers import admin
+
+    if args.older_than < 0:
+        print("lumi maintenance orphans: --older-than must not be negative", file=sys.stderr)
+        return 2
+    grace = timedelta(seconds=args.older_than)
+
+    async def sweep(deps: Deps) -> list[StoredObject]:
+        orphans = await maintenance.find_orphans(deps.storage, deps.db, grace=grace)
+        if not args.dry_run:
+            await maintenance.delete_orphans(deps.storage, orphans)
+        return orphans
+
+    orphans = admin.run(settings, sweep)
+    for orphan in orphans:
+        print(f"{orphan.key}  {orphan.size} bytes  written {orphan.modified:%Y-%m-%d %H:%M:%S}Z")
+    total = sum(orphan.size for orphan in orphans)
+    outcome = "listed only (--dry-run)" if args.dry_run else "deleted"
+    print(f"{len(orphans)} orphaned file(s), {total} bytes, {outcome}")
+    return 0
+
+
+def _s3_cors(settings: Settings, args: argparse.Namespace) -> int:
+    from app import maintenance
+    from workers import admin
+
+    if settings.storage_backend != "s3":
+        print(
+            f"lumi maintenance s3-cors: LUMI_STORAGE_BACKEND is {settings.storage_backend}; "
+            "there is no bucket to configure (the API serves local files itself)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        origins = maintenance.check_origins(args.origin)
+    except ValueError as exc:
+        print(f"lumi maintenance s3-cors: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rules = admin.run(
+            settings, lambda deps: maintenance.allow_browser_reads(deps.storage, origins)
+        )
+    except Exception as exc:  # the store refused or cannot be reached: say so, briefly
+        print(f"lumi maintenance s3-cors: could not set the rules: {exc}", file=sys.stderr)
+        return 1
+    print(f"CORS rules of bucket {settings.s3_bucket}:")
+    print(json.dumps(rules, indent=2))
+    return 0
+
+
 def _schema(settings: Settings, args: argparse.Namespace) -> int:
     from app.graphql.schema import export_sdl
 
@@ -192,9 +258,32 @@ def parser() -> argparse.ArgumentParser:
     role.add_argument("subject", help="the user's token subject")
     role.add_argument("role", help="e.g. user, priority, admin")
     user.set_defaults(run=_user)
+    _maintenance_parser(commands)
     export = commands.add_parser("schema", help="print the GraphQL SDL")
     export.set_defaults(run=_schema)
     return root
+
+
+def _maintenance_parser(commands: Any) -> None:
+    maintenance = commands.add_parser("maintenance", help="orphaned files, bucket CORS rules")
+    actions = maintenance.add_subparsers(dest="action", required=True)
+    orphans = actions.add_parser(
+        "orphans", help="delete stored files that nothing refers to (list them with --dry-run)"
+    )
+    orphans.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+    orphans.add_argument(
+        "--older-than",
+        type=float,
+        default=3600,
+        metavar="SECONDS",
+        help="only files last written longer ago (default 3600); keep it above "
+        "LUMI_STAGE_TIME_LIMIT_SECONDS, or a file a stage is storing right now may go",
+    )
+    cors = actions.add_parser("s3-cors", help="let browser pages on ORIGIN download from S3")
+    cors.add_argument(
+        "--origin", action="append", required=True, help="e.g. https://studio.example.com"
+    )
+    maintenance.set_defaults(run=_maintenance)
 
 
 def main(argv: list[str] | None = None) -> int:

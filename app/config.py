@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="For S3-compatible stores (MinIO, moto); None means AWS."
     )
+    # The gateway may reach the store by a name clients cannot (compose's `minio:9000`).
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="The store's address in the file links handed to clients; "
+        "default: LUMI_S3_ENDPOINT_URL.",
+    )
     s3_prefix: str = ""
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
@@ -110,7 +116,27 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9191, ge=0, le=65535, description="Where `lumi worker` serves /metrics; 0: off."
     )
+    # Off by default: on one host `lumi serve` already holds 8000. The image turns it on
+    # at 8000, where its HEALTHCHECK (and the manifests' probes) ask every container.
+    worker_health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Where `lumi worker` answers /health (its consumer threads); 0: off.",
+    )
+    worker_watchdog_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="How often `lumi worker` checks its Dramatiq consumer threads and "
+        "restarts one that died.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_operation_names: str = Field(
+        default="",
+        description="Comma-separated GraphQL operation names that label their own durations "
+        "in /metrics; every other name is `other` (clients choose names: unbounded labels).",
+    )
 
     # Auth: how a bearer token becomes a user (see README, "Authentication").
     auth_mode: Literal["hs256", "jwks", "user-service"] = Field(
@@ -232,6 +258,12 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(
         default=15, gt=0, description="How often workers look for stalled and lost jobs."
+    )
+    overdue_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="A waiting job due this long ago is sent again even though the broker "
+        "still holds a message for it (a delayed message can be stranded by a Redis outage).",
     )
     high_priority_roles: str = Field(
         default="admin,priority", description="Comma-separated roles that may ask for HIGH."
@@ -423,6 +455,10 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_list(self) -> list[str]:
         return _comma_list(self.trusted_proxies)
+
+    @property
+    def metrics_operation_name_list(self) -> list[str]:
+        return _comma_list(self.metrics_operation_names)
 
     @property
     def cors_origin_list(self) -> list[str]:

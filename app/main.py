@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
+from app.bus import InProcessBus
 from app.config import Settings
 from app.deps import Deps, build_bus, build_deps
 from app.errors import LumiError
@@ -36,6 +37,7 @@ from app.graphql.limits import Limits
 from app.graphql.schema import build_schema
 from app.graphql.ws import LegacyWSHandler, TransportWSHandler
 from app.heap import freeze_startup_objects
+from app.metrics import OperationNames
 from app.migrate import upgrade_async
 from app.observability import BodyLimit, RequestContext, register_secrets
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
@@ -114,8 +116,11 @@ class EmbeddedWorker:
         from workers.runtime import WorkerRuntime
         from workers.sweeper import Sweeper
 
-        # The in-process bus is shared with the API: that is how events reach it.
-        self.runtime = WorkerRuntime(deps.settings, bus=deps.bus, queue=deps.queue)
+        # The in-process bus is shared with the API: that is how events reach it. A Redis
+        # bus is not: its connections belong to the API's loop (used from the worker's,
+        # they fail with "attached to a different loop"), so the worker opens its own.
+        bus = deps.bus if isinstance(deps.bus, InProcessBus) else None
+        self.runtime = WorkerRuntime(deps.settings, bus=bus, queue=deps.queue)
         declare_actors(broker, self.runtime)
         self.worker = dramatiq.Worker(
             broker, worker_threads=deps.settings.worker_threads, worker_timeout=WORKER_TIMEOUT_MS
@@ -192,7 +197,11 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             await deps.aclose()
 
     graphql = GraphQLApp(
-        build_schema(Limits.from_settings(settings), introspection=settings.introspection_enabled),
+        build_schema(
+            Limits.from_settings(settings),
+            introspection=settings.introspection_enabled,
+            operation_names=OperationNames(settings.metrics_operation_name_list),
+        ),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         allowed_origins=settings.cors_origin_list,
         allow_queries_via_get=False,

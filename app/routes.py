@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import health
-from app.metrics import JOBS, QUEUE_DEPTH, REGISTRY
+from app.metrics import API_REGISTRY, JOBS, QUEUE_DEPTH
 from app.requests.repository import jobs_by_status
 from providers.storage import InvalidKey, LocalStorage
 
@@ -23,8 +23,14 @@ async def liveness(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def readiness(request: Request) -> Response:
+    """Whether this pod can serve: 503 while its database is down (see app/health.py)."""
+    ready, report = await health.ready(request.app.state.deps)
+    return JSONResponse(report, status_code=200 if ready else 503)
+
+
 async def health_detailed(request: Request) -> Response:
-    """Each dependency's status and latency; HTTP 503 while any of them is down."""
+    """Each dependency's status and latency; HTTP 503 while any one in use is down."""
     healthy, report = await health.detailed(request.app.state.deps, request.app.state.broker)
     return JSONResponse(report, status_code=200 if healthy else 503)
 
@@ -39,7 +45,7 @@ async def metrics(request: Request) -> Response:
         JOBS.labels(kind, status).set(count)
     for name, depth in (await asyncio.to_thread(queue.depths)).items():
         QUEUE_DEPTH.labels(name).set(depth)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(API_REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 class NoSniff:
@@ -93,6 +99,7 @@ async def files(request: Request) -> Response:
 
 routes = [
     Route("/health", liveness, methods=["GET"]),
+    Route("/health/ready", readiness, methods=["GET"]),
     Route("/health/detailed", health_detailed, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/files/{key:path}", files, methods=["GET", "HEAD"], middleware=[Middleware(NoSniff)]),

@@ -13,6 +13,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlencode
@@ -30,11 +33,26 @@ def check_key(key: str) -> str:
     return key
 
 
+def is_key(key: str) -> bool:
+    try:
+        check_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
 def new_key(folder: str, suffix: str = "") -> str:
     """A fresh key under `folder` that names nothing but a random token: signed URLs show
     keys to whoever holds them, and a public model's URLs must not tell its request,
     images or jobs apart from anyone else's."""
     return check_key(f"{folder}/{secrets.token_hex(16)}{suffix}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    modified: datetime  # UTC: when it was last written
+    size: int
 
 
 class Storage(Protocol):
@@ -47,6 +65,11 @@ class Storage(Protocol):
         ...
 
     async def exists(self, key: str) -> bool: ...
+
+    def objects(self, folder: str) -> AsyncIterator[StoredObject]:
+        """Every stored object whose key is under `folder`, in no particular order; names
+        that are not storage keys are left out."""
+        ...
 
     def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         """A URL that serves the object until `expires_in` seconds from now.
@@ -95,6 +118,39 @@ class LocalStorage:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_for(key).is_file)
+
+    async def objects(self, folder: str) -> AsyncIterator[StoredObject]:
+        folders = [self.path_for(folder)]
+        while folders:  # one directory at a time, so a large tree is never held whole
+            found, deeper = await asyncio.to_thread(self._scan, folders.pop())
+            folders.extend(deeper)
+            for item in found:
+                yield item
+
+    def _scan(self, folder: Path) -> tuple[list[StoredObject], list[Path]]:
+        """The files of `folder` (not their `.type` companions) and its subfolders."""
+        found: list[StoredObject] = []
+        deeper: list[Path] = []
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:  # nothing stored yet, or removed meanwhile
+            return found, deeper
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    deeper.append(Path(entry.path))
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                key = Path(entry.path).relative_to(self.root).as_posix()
+                if entry.name.endswith(".type") or not is_key(key):
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # deleted while we looked
+                continue
+            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+            found.append(StoredObject(key, modified, stat.st_size))
+        return found, deeper
 
     def content_type(self, key: str) -> str:
         path = self.path_for(key)

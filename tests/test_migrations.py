@@ -5,15 +5,27 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, String, create_engine, inspect, select
+from sqlalchemy import Connection, String, create_engine, inspect, select, text
 
 from app.migrate import alembic_config, upgrade
-from app.tables import User, metadata, utcnow
+from app.tables import (
+    CreditEntry,
+    DeadLetter,
+    GeneratedImage,
+    GenerationJob,
+    GenerationRequest,
+    Model,
+    RequestEvent,
+    User,
+    metadata,
+    utcnow,
+)
 from app.tables.base import BINARY_COLLATION
 from app.users.service import default_display_name
 from tests.conftest import mariadb_database
@@ -152,3 +164,130 @@ def test_users_shown_under_their_subject_get_a_neutral_name(before_0006: str) ->
         "grace": "Grace Hopper",
         "Rene": "rene",
     }
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def before_0007(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database at revision 0006: deleting a request only hid it (`deleted_at`)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'lumi.db'}"
+        upgrade(url, "0006")
+        yield url
+        return
+    with mariadb_database(f"lumi_0006_{os.getpid()}", "0006") as url:
+        yield url
+
+
+def a_request_with_everything(owner: User, user_seq: int) -> list[Any]:
+    """A finished request, its image, job, event, dead letter, model and ledger entry."""
+    request = GenerationRequest(
+        user_id=owner.id,
+        prompt="a teapot",
+        image_count=1,
+        image_width=64,
+        image_height=64,
+        status="COMPLETED",
+        phase="COMPLETED",
+    )
+    image = GeneratedImage(
+        request_id=request.id,
+        index=0,
+        prompt="a teapot",
+        seed=1,
+        storage_key=f"images/{request.id}.png",
+    )
+    job = GenerationJob(request_id=request.id, kind="IMAGE", image_id=image.id, status="FAILED")
+    return [
+        request,
+        image,
+        job,
+        RequestEvent(
+            request_id=request.id,
+            seq=1,
+            user_id=owner.id,
+            user_seq=user_seq,
+            status="COMPLETED",
+            phase="COMPLETED",
+        ),
+        DeadLetter(
+            job_id=job.id,
+            request_id=request.id,
+            stage="generate_image",
+            queue="default",
+            attempts=4,
+            error_code="X",
+        ),
+        Model(
+            owner_id=owner.id,
+            request_id=request.id,
+            source_image_id=image.id,
+            name="teapot",
+            file_key=f"models/{request.id}.glb",
+        ),
+        CreditEntry(
+            user_id=owner.id,
+            request_id=request.id,
+            kind="DEBIT",
+            reason="IMAGES",
+            amount=-1,
+            balance_after=9,
+            key=f"debit:{request.id}",
+        ),
+    ]
+
+
+ROWS_NAMING_A_REQUEST = (
+    "generated_images",
+    "generation_jobs",
+    "request_events",
+    "dead_letters",
+    "credit_ledger",
+)
+
+
+def insert(connection: Connection, rows: list[Any]) -> None:
+    now = utcnow()
+    for row in rows:
+        values = {"created_at": now, **row.model_dump(exclude_none=True)}
+        if "updated_at" in row.__table__.columns:
+            values["updated_at"] = now
+        connection.execute(row.__table__.insert(), values)
+
+
+def test_requests_hidden_before_0007_are_removed_and_their_models_stay(before_0007: str) -> None:
+    owner = User(external_id="ada", display_name="Ada", credits=9)
+    hidden, kept = a_request_with_everything(owner, 1), a_request_with_everything(owner, 2)
+    engine = create_engine(sync_url(before_0007))
+    try:
+        with engine.begin() as connection:
+            insert(connection, [owner, *hidden, *kept])
+            connection.execute(
+                text("UPDATE generation_requests SET deleted_at = :now WHERE id = :id"),
+                {"now": utcnow().replace(tzinfo=None), "id": hidden[0].id},
+            )
+        upgrade(before_0007)
+        with engine.connect() as connection:
+            left = {
+                name: set(connection.execute(select(metadata.tables[name].c.request_id)).scalars())
+                for name in ROWS_NAMING_A_REQUEST
+            }
+            requests = set(
+                connection.execute(select(metadata.tables["generation_requests"].c.id)).scalars()
+            )
+            models = metadata.tables["models"]
+            found = select(models.c.id, models.c.request_id, models.c.source_image_id)
+            kept_models = connection.execute(found).all()
+    finally:
+        engine.dispose()
+    gone, stays = hidden[0].id, kept[0].id
+    assert requests == {stays}
+    assert left == {
+        "generated_images": {stays},
+        "generation_jobs": {stays},
+        "request_events": {stays},
+        "dead_letters": {stays},
+        "credit_ledger": {gone, stays},  # the user's accounts
+    }
+    assert sorted(kept_models) == sorted(
+        [(hidden[5].id, None, None), (kept[5].id, stays, kept[1].id)]
+    )

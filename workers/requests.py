@@ -558,6 +558,15 @@ async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
         await asyncio.to_thread(send_messages, deps.queue, [following])
 
 
+async def cancel_model(
+    deps: Deps, job_id: str, attempt: int, vendor: str, vendor_job_id: str
+) -> None:
+    """Stops the vendor job of a deleted request and frees its slot: with the job's row
+    gone, no poll is left to do it. Cancelling twice is harmless, so a repeat is too."""
+    await _cancel_vendor_job(deps, vendor, vendor_job_id)
+    await Slots(deps, job_id, attempt, lease=0).free(vendor)
+
+
 class _VendorJobTimeout(ProviderTimeout):
     """A vendor 3D job ran out of time: the job shows TIMEOUT when it is given up."""
 
@@ -660,6 +669,7 @@ STAGES: dict[str, Callable[..., Awaitable[None]]] = {
     Stage.GENERATE_IMAGE: generate_image,
     Stage.START_MODEL: start_model,
     Stage.POLL_MODEL: poll_model,
+    Stage.CANCEL_MODEL: cancel_model,
 }
 
 

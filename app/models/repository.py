@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -301,6 +301,30 @@ async def _count(session: AsyncSession, model_id: str, kind: str, step: int) -> 
         update(Model).where(col(Model.id) == model_id).values(**values),
         execution_options={"synchronize_session": False},
     )
+
+
+async def detach_from_request(session: AsyncSession, request_id: str) -> None:
+    """The model made by a request being deleted stays in its owner's library, with no
+    source request or image any more."""
+    await session.execute(
+        update(Model)
+        .where(col(Model.request_id) == request_id)
+        .values(request_id=None, source_image_id=None, updated_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def stored_keys(session: AsyncSession, batch: int = 1000) -> AsyncIterator[str]:
+    """Every storage key any model refers to (its file, preview and other files),
+    streamed in batches; a key may come more than once."""
+    query = select(Model.file_key, Model.preview_key, Model.files)
+    result = await session.stream(query.execution_options(yield_per=batch))
+    async for file_key, preview_key, files in result:
+        yield file_key
+        if preview_key:
+            yield preview_key
+        for file in files or []:
+            yield file["key"]
 
 
 async def delete_model(session: AsyncSession, model_id: str) -> None:

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.credits import service as credits
 from app.errors import BadUserInput, Forbidden, InsufficientCredits
 from app.metrics import PHASE_DURATION
+from app.models import repository as models
 from app.queue import StageMessage
 from app.requests import repository
 from app.requests.errors import (
@@ -64,6 +65,7 @@ class Stage:
     GENERATE_IMAGE = "generate_image"
     START_MODEL = "start_model"
     POLL_MODEL = "poll_model"
+    CANCEL_MODEL = "cancel_model"  # stop the vendor job of a deleted request
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,13 +612,30 @@ async def _cancel(unit: Unit, request: GenerationRequest, *, step: str) -> None:
     await _refund(unit, request)
 
 
-async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> str:
-    """Hides the request from its owner; a request still running is cancelled first."""
+async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> list[str]:
+    """Deletes the request and everything it made but its model, cancelling it first if
+    it is still running (refunded as a cancel is); returns the storage keys of its images,
+    to delete once the transaction has committed.
+
+    The model stays in its owner's library without its source request and image. The
+    credit ledger keeps the request's entries: it is the user's account of credits."""
     check_id(request_id, "id")
     request = await repository.get_owned(unit.session, request_id, viewer.id, for_update=True)
     if request is None:
         raise RequestNotFound()
     if request.status not in RESTING:
         await _cancel(unit, request, step="deleted by its owner")
-    request.deleted_at = utcnow()
-    return request.id
+    images = await repository.images_of(unit.session, [request.id])
+    await _cancel_vendor_jobs(unit, request)
+    await models.detach_from_request(unit.session, request.id)
+    await repository.delete_request(unit.session, request.id)
+    return [image.storage_key for image in images if image.storage_key]
+
+
+async def _cancel_vendor_jobs(unit: Unit, request: GenerationRequest) -> None:
+    """A cancelled 3D job is stopped at its vendor by its next poll, which finds it
+    CANCELLED; once its row is deleted no poll will, so a message asks for it instead."""
+    for job in await repository.jobs_of(unit.session, [request.id]):
+        if job.kind == "MODEL" and job.status == "CANCELLED" and job.vendor_job_id:
+            args = (job.id, job.attempt, job.provider, job.vendor_job_id)
+            unit.messages.append(stage_message(request, Stage.CANCEL_MODEL, *args))

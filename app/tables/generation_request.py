@@ -49,4 +49,3 @@ class GenerationRequest(SQLModel, table=True):
     # When the current phase began: phase durations for /metrics.
     phase_started_at: datetime | None = time_field()
     completed_at: datetime | None = time_field()
-    deleted_at: datetime | None = time_field()

@@ -44,7 +44,7 @@ class Opened:
 
 
 def _client_main(
-    targets: list[Target],
+    targets: list[tuple[int, Target]],
     counter: Any,
     stop: Any,
     results: Any,
@@ -57,7 +57,7 @@ def _client_main(
 
 
 async def _client(
-    targets: list[Target],
+    targets: list[tuple[int, Target]],
     counter: Any,
     stop: Any,
     results: Any,
@@ -69,13 +69,14 @@ async def _client(
 
     gate = asyncio.Semaphore(open_concurrency)
     received: list[tuple[float, str]] = []
+    sources: list[int] = []  # which target each received frame came on
     readers: list[asyncio.Task[None]] = []
     connections: list[Any] = []
     errors: list[str] = []
     extensions: list[str | None] = []
     skipped = 0
 
-    async def read(ws: Any, graphql: bool) -> None:
+    async def read(ws: Any, graphql: bool, index: int) -> None:
         with contextlib.suppress(Exception):
             async for raw in ws:
                 now = time.time()
@@ -83,9 +84,10 @@ async def _client(
                     await ws.send('{"type":"pong"}')
                     continue
                 received.append((now, raw))
+                sources.append(index)
                 counter.value += 1
 
-    async def open_one(target: Target) -> None:
+    async def open_one(index: int, target: Target) -> None:
         nonlocal skipped
         graphql = target.query is not None
         async with gate:
@@ -112,9 +114,9 @@ async def _client(
                 return
         connections.append(ws)
         extensions.append(ws.response.headers.get("Sec-WebSocket-Extensions"))
-        readers.append(asyncio.create_task(read(ws, graphql)))
+        readers.append(asyncio.create_task(read(ws, graphql, index)))
 
-    await asyncio.gather(*(open_one(t) for t in targets))
+    await asyncio.gather(*(open_one(i, t) for i, t in targets))
     results.put(
         (
             "opened",
@@ -124,7 +126,7 @@ async def _client(
         )
     )
     await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-    results.put(("received", received))
+    results.put(("received", (received, sources)))
     with contextlib.suppress(Exception):
         async with asyncio.timeout(20):
             await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
@@ -151,8 +153,9 @@ class Subscribers:
         self.stop_event = SPAWN.Event()
         self.results = SPAWN.Queue()
         self.children = []
+        numbered = list(enumerate(targets))
         for index in range(self.processes):
-            share = targets[index :: self.processes]
+            share = numbered[index :: self.processes]
             child = SPAWN.Process(
                 target=_client_main,
                 args=(
@@ -211,16 +214,21 @@ class Subscribers:
 
     def stop(self, timeout: float = 60) -> list[tuple[float, str]]:
         """Every message received, as (receipt time, raw frame)."""
+        return [frame for frames in self.stop_by_target(timeout).values() for frame in frames]
+
+    def stop_by_target(self, timeout: float = 60) -> dict[int, list[tuple[float, str]]]:
+        """Every message received, by the index of the target it came on, in order."""
         self.stop_event.set()
         self.stopped = True
-        received: list[tuple[float, str]] = []
+        by_target: dict[int, list[tuple[float, str]]] = {}
         for _ in range(self.processes):
-            kind, value = self.results.get(timeout=timeout)
+            kind, (received, sources) = self.results.get(timeout=timeout)
             assert kind == "received"
-            received.extend(value)
+            for frame, index in zip(received, sources, strict=True):
+                by_target.setdefault(index, []).append(frame)
         for child in self.children:
             child.join(30)
-        return received
+        return by_target
 
     def _stop_quietly(self) -> None:
         if not self.stopped:

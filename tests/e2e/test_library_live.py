@@ -65,3 +65,30 @@ async def test_a_finished_request_leaves_a_model_that_can_be_shared_and_deleted(
         assert (await client.get(got["url"])).status_code == 404
         assert (await client.get(model["fileUrl"])).status_code == 404
     assert (await data_of(server, MINE, user=owner))["myModels"]["edges"] == []
+
+
+async def test_deleting_a_models_request_removes_its_images_and_keeps_the_model(
+    server: Server,
+) -> None:
+    owner = f"d-{uuid.uuid4().hex[:6]}"
+    created = await create_request(server, owner, imageCount=1, autoModel=True)
+    async with ws_session(server, owner) as session:
+        await collect(session, REQUEST_UPDATES, {"id": created["id"], "afterSeq": 0})
+    images = "query R($id: ID!) { request(id: $id) { images { url } } }"
+    [image] = (await data_of(server, images, {"id": created["id"]}, user=owner))["request"][
+        "images"
+    ]
+    delete = "mutation D($id: ID!) { deleteRequest(id: $id) }"
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(image["url"])).status_code == 200
+        await data_of(server, delete, {"id": created["id"]}, user=owner)
+        assert (await client.get(image["url"])).status_code == 404
+        [edge] = (await data_of(server, MINE, user=owner))["myModels"]["edges"]
+        model = edge["node"]
+        assert (model["sourceRequest"], model["sourceImage"]) == (None, None)
+        assert (await client.get(model["fileUrl"])).status_code == 200
+        assert (await client.get(model["previewUrl"])).status_code == 200
+    gone = await graphql(server, images, {"id": created["id"]}, user=owner)
+    assert error_code(gone) == "NOT_FOUND"
+    again = await graphql(server, delete, {"id": created["id"]}, user=owner)
+    assert error_code(again) == "NOT_FOUND"
