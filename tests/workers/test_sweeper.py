@@ -3,8 +3,12 @@ stranded in Redis by an outage), on SQLite and MariaDB."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -19,6 +23,7 @@ from tests.workers.test_reliability import (
     recorded,
     to_images,
 )
+from workers import sweeper
 from workers.sweeper import sweep
 
 
@@ -54,3 +59,45 @@ async def test_an_overdue_retry_is_sent_again_though_its_message_is_said_to_be_q
     assert (await request_row(deps, request_id)).status == Status.IMAGE_COMPLETED
     done = await job_by_id(deps, image_job.id)
     assert (done.status, done.attempt) == ("COMPLETED", 2)
+
+
+class _Runtime:
+    """What a Sweeper asks of its runtime."""
+
+    class settings:  # noqa: N801 - stands in for a Settings instance
+        sweep_interval_seconds = 0.05
+
+    async def deps(self) -> object:
+        return object()
+
+
+def test_stopping_waits_for_a_sweep_under_way_instead_of_cancelling_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled mid-query, a sweep's session went back to its pool in the background,
+    after the runtime had disposed of the engine: a connection left open for good (an
+    unraisable ResourceWarning in some later test)."""
+    inside, finished = threading.Event(), threading.Event()
+
+    async def slow_sweep(*_: object, **__: object) -> None:
+        inside.set()
+        await asyncio.sleep(0.3)  # a query under way
+        finished.set()
+
+    monkeypatch.setattr(sweeper, "sweep", slow_sweep)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        running = sweeper.Sweeper(_Runtime())  # type: ignore[arg-type]
+        running.start(loop)
+        assert inside.wait(5)
+        running.stop()
+        assert finished.is_set()  # it ended on its own, and no new sweep began
+        inside.clear()
+        time.sleep(0.2)
+        assert not inside.is_set()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
