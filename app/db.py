@@ -137,42 +137,44 @@ class SharedReads:
     pooled connection, one ping and one transaction instead of one of each per read,
     which was most of the database's share of a query's cost.
 
-    A read that finds the session in use gets a session of its own instead of waiting,
-    so no reader ever waits on another. `release()` ends the transaction: call it before
-    writing, so reads after the write see it (a SQLite read transaction keeps the
-    snapshot it began with; a MySQL session would hand back rows loaded before), and
-    when the scope ends.
+    A read that finds the session in use waits for it: an operation never holds one
+    pooled connection while it waits for another. (Taking a second connection for a
+    concurrent read did: under load every connection of the pool was held by an
+    operation whose second DataLoader waited for one more, so nothing moved until the
+    pool's 30 s timeout failed them all.) No reader awaits anything but its statements
+    while it holds the session, so the wait is as short as a query. `release()` ends
+    the transaction: call it before writing, so reads after the write see it (a SQLite
+    read transaction keeps the snapshot it began with; a MySQL session would hand back
+    rows loaded before), and when the scope ends.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._session: AsyncSession | None = None
-        self._busy = False
+        self._lock = asyncio.Lock()
         self._stale = False  # released while in use: closed when its reader is done
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        if self._busy:
-            async with self._db.read() as session:
-                yield session
-            return
-        self._busy = True
-        if self._session is None:
-            self._session = self._db.read_session()
-        try:
-            yield self._session
-        except BaseException:
-            self._stale = True  # a failed statement can leave the transaction unusable
-            raise
-        finally:
-            self._busy = False
-            if self._stale:
-                await self.release()
+        async with self._lock:
+            if self._session is None:
+                self._session = self._db.read_session()
+            try:
+                yield self._session
+            except BaseException:
+                self._stale = True  # a failed statement can leave the transaction unusable
+                raise
+            finally:
+                if self._stale:
+                    await self._close()
 
     async def release(self) -> None:
-        if self._busy:
+        if self._lock.locked():
             self._stale = True
             return
+        await self._close()
+
+    async def _close(self) -> None:
         session, self._session, self._stale = self._session, None, False
         if session is not None:
             await close_session(session)

@@ -7,14 +7,20 @@ give their connection back when the operation ends, however it ends.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event, update
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col
 
 from app.config import Settings
+from app.db import Database
 from app.deps import Deps
 from app.graphql.context import Context
+from app.graphql.errors import LumiSchema
 from app.main import create_app
 from app.migrate import upgrade_async
 from app.tables import User
@@ -63,28 +69,38 @@ async def test_a_read_after_a_write_in_one_operation_sees_the_write(deps: Deps) 
     await context.end_reads()
 
 
-async def test_concurrent_reads_of_one_operation_never_wait_for_each_other(deps: Deps) -> None:
+async def test_concurrent_reads_of_one_operation_share_its_one_connection(deps: Deps) -> None:
+    """With one pooled connection left, an operation whose two DataLoaders read at once
+    still finishes: the second waits for the operation's session instead of waiting for
+    another connection while the first holds one. (Under load, every operation holding
+    one connection and waiting for a second starved the whole pool for 30 s.)"""
     viewer = await user(deps)
-    context = Context(deps, http_request(viewer.external_id), None)
+    url = deps.settings.resolved_database_url
+    tiny = Database(create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=2))
+    context = Context(replace(deps, db=tiny), http_request(viewer.external_id), None)
     inside = asyncio.Event()
     sessions = []
 
     async def first() -> None:
         async with context.read() as session:
             sessions.append(session)
+            assert await users.get(session, viewer.id) is not None  # holds the connection
             inside.set()
-            await asyncio.sleep(0.2)  # holds the shared session meanwhile
+            await asyncio.sleep(0.2)
 
     async def second() -> None:
         await inside.wait()
-        async with context.read() as session:  # finds it busy: gets its own at once
+        async with context.read() as session:  # finds it busy: waits for it
             sessions.append(session)
             assert await users.get(session, viewer.id) is not None
 
-    await asyncio.wait_for(asyncio.gather(first(), second()), timeout=5)
-    assert sessions[0] is not sessions[1]
-    await context.end_reads()
-    assert deps.db.engine.sync_engine.pool.checkedout() == 0
+    try:
+        await asyncio.wait_for(asyncio.gather(first(), second()), timeout=10)
+        assert sessions[0] is sessions[1]
+        await context.end_reads()
+        assert tiny.engine.sync_engine.pool.checkedout() == 0
+    finally:
+        await tiny.dispose()
 
 
 async def test_an_operation_that_fails_gives_its_connection_back(deps: Deps) -> None:
@@ -116,3 +132,37 @@ async def test_the_endpoint_gives_each_operations_connection_back(settings: Sett
                 answer = await client.post("/graphql", json={"query": query}, headers=headers)
                 assert answer.status_code == 200, answer.text
                 assert pool.checkedout() == 0, query
+
+
+async def test_at_most_the_admitted_number_of_operations_run_at_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of operations at once each held a pooled connection while they shared
+    the CPU, until the pool's 30 s wait failed them all (the soak under 1,000
+    subscriptions): the rest now wait their turn before they take anything."""
+    settings.max_concurrent_operations = 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade_async(settings.resolved_database_url)
+    running, most = 0, 0
+    execute_for_real = LumiSchema.execute
+
+    async def counted(self: LumiSchema, *args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.05)
+            return await execute_for_real(self, *args, **kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(LumiSchema, "execute", counted)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = await asyncio.gather(
+                *(client.post("/graphql", json={"query": "{ __typename }"}) for _ in range(8))
+            )
+    assert [a.status_code for a in answers] == [200] * 8
+    assert most == 2
