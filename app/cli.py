@@ -43,6 +43,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,  # keep our JSON handler
         ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_max_size=settings.ws_max_message_bytes,
+        timeout_keep_alive=int(settings.http_keep_alive_seconds),
         # Only LUMI_TRUSTED_PROXIES decides whose X-Forwarded-For names the client: left
         # unset, uvicorn would read FORWARDED_ALLOW_IPS or trust 127.0.0.1 on its own.
         proxy_headers=bool(settings.trusted_proxy_list),

@@ -61,6 +61,23 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="Larger request bodies answer 413."
     )
+    # Longer than the idle timeouts of the clients and proxies in front (browsers and most
+    # load balancers keep 60 s): the side that closes an idle connection first must be
+    # the client, or a request sent as the server closes is lost with no answer, and a
+    # caller of createRequest cannot tell whether it ran.
+    max_concurrent_operations: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="GraphQL operations over HTTP that one API process runs at once; the "
+        "others wait their turn before they take a database connection (the pool holds 30).",
+    )
+    http_keep_alive_seconds: float = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="An idle keep-alive HTTP connection is closed after this many seconds.",
+    )
     # Default: none. A gateway reached directly must not let any peer (a local one
     # included) name its own address; behind a proxy, the operator names the proxy.
     trusted_proxies: str = Field(

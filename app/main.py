@@ -76,11 +76,18 @@ class GraphQLApp(GraphQL[Context, None]):
             if context is not None:  # the operation's shared read session goes back
                 await context.end_reads()
 
+    # At most this many HTTP operations run at once (`LUMI_MAX_CONCURRENT_OPERATIONS`).
+    admission: asyncio.Semaphore | None = None
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            response = await self.run(Request(scope, receive))
-        except HTTPException as exc:
-            response = request_error(exc.status_code, exc.reason)
+        async with self.admission or contextlib.nullcontext():
+            try:
+                response = await self.run(Request(scope, receive))
+            except HTTPException as exc:
+                response = request_error(exc.status_code, exc.reason)
+            context = scope.get(_CONTEXT)
+            if context is not None:  # its connection goes back before the answer is sent
+                await context.end_reads()
         await response(scope, receive, send)
 
     def parse_json(self, data: str | bytes) -> Any:
@@ -210,6 +217,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         keep_alive_interval=settings.ws_ping_interval_seconds or 1,
     )
     graphql.graphql_ws_handler_class = LegacyWSHandler
+    # Admission before any work: under a burst a few operations at a time finish fast,
+    # rather than hundreds each holding a pooled connection while they share the CPU,
+    # until the pool's wait times out for all of them (seen under 1,000 subscriptions).
+    graphql.admission = asyncio.Semaphore(settings.max_concurrent_operations)
     graphql.graphql_transport_ws_handler_class = type(
         "ConfiguredTransportWSHandler",
         (TransportWSHandler,),

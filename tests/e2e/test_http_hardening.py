@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +141,25 @@ def test_an_internal_error_shows_no_sql_and_names_the_request_in_the_log(
     assert logged["request_id"] == "req-42"
     assert error["extensions"]["incidentId"] in logged["message"]
     assert "models" in logged["exception"]  # the cause is in the log, for whoever operates it
+
+
+def test_an_idle_keep_alive_connection_outlives_five_seconds(strict: Server) -> None:
+    """uvicorn closed connections idle for 5 s: a request sent as it closed got no answer
+    at all (seen in the soak), and a caller could not tell whether createRequest ran.
+    The client (60 s in browsers and load balancers) must be the side that closes."""
+    host, port = strict.url.removeprefix("http://").split(":")
+    body = b'{"query": "{ __typename }"}'
+    request = (
+        f"POST /graphql HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(request)
+            answer = b""
+            while not answer.endswith(b'"Query"}}'):
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200")
+            time.sleep(6)  # longer than uvicorn's default of 5 s
