@@ -15,7 +15,7 @@ from typing import Any
 from tests.bench.common import SPAWN, percentile
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -53,7 +53,7 @@ async def _load(
                 if sent >= end:
                     return
                 writer.write(request)
-                status, body = await _read_answer(reader)
+                status, body = await read_answer(reader)
                 done = time.perf_counter()
                 nonlocal sent_total
                 sent_total += 1

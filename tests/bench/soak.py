@@ -34,8 +34,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.bench.common import (
     ROOT,
     SPAWN,
@@ -54,6 +52,7 @@ from tests.bench.common import (
     start_worker,
     tokens_for,
 )
+from tests.bench.httpload import read_answer
 from tests.bench.wsclients import Subscribers, Target
 
 VAR = ROOT / "var" / "soak"
@@ -80,6 +79,7 @@ GALLERY = """query Gallery { publicModels(first: 20) {
 REQUEST = """query Request($id: ID!) { request(id: $id) {
   id status phase step progress images { id status url } model { id status } } }"""
 FOLLOW = "subscription Follow { myRequestUpdates { requestId seq userSeq status } }"
+IDLE_SECONDS = 3.0  # a kept-alive connection is reused for this long, under the server's 5
 # What a client may be told without it being an error: cancelling a request that has
 # finished meanwhile.
 EXPECTED_REFUSALS = {("cancel", "CONFLICT")}
@@ -136,56 +136,100 @@ class _Client:
         # A gallery read: half anonymous, half signed in (viewer fields per user).
         return (user if self.rng.random() < 0.5 else None), GALLERY, {}
 
-    async def run_one(self, http: httpx.AsyncClient, op: str) -> Outcome:
+    async def run_one(self, http: Connections, op: str) -> Outcome:
         user, document, variables = self.operation(op)
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user is not None else {}
+        body = json.dumps({"query": document, "variables": variables}).encode()
         started_wall, started = time.time(), time.perf_counter()
         try:
-            response = await http.post(
-                self.url, json={"query": document, "variables": variables}, headers=headers
-            )
-            seconds = time.perf_counter() - started
-        except httpx.HTTPError as exc:
+            status, answer = await http.post(body, headers)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:200]
             return Outcome(op, started_wall, time.perf_counter() - started, error=error)
-        outcome = Outcome(op, started_wall, seconds)
-        if response.status_code != 200:
-            outcome.error = f"HTTP {response.status_code}: {response.text[:200]}"
+        outcome = Outcome(op, started_wall, time.perf_counter() - started)
+        if status != 200:
+            outcome.error = f"HTTP {status}: {answer[:200]!r}"
             return outcome
-        body = response.json()
-        if body.get("errors"):
-            code = str((body["errors"][0].get("extensions") or {}).get("code"))
+        result = json.loads(answer)
+        if result.get("errors"):
+            code = str((result["errors"][0].get("extensions") or {}).get("code"))
             if (op, code) in EXPECTED_REFUSALS:
                 outcome.refused = code
             else:
-                outcome.error = f"{code}: {body['errors'][0].get('message', '')[:160]}"
+                outcome.error = f"{code}: {result['errors'][0].get('message', '')[:160]}"
         elif op == "create" and user is not None:
-            self.created[user].append(body["data"]["createRequest"]["id"])
+            self.created[user].append(result["data"]["createRequest"]["id"])
         return outcome
+
+
+class Connections:
+    """Keep-alive HTTP/1.1 connections to the GraphQL endpoint, one request at a time
+    each, opened as needed. Raw asyncio streams: httpx's pool spends CPU quadratic in
+    the requests waiting for it, so a client behind a slow moment burned a core and
+    starved the server it measured."""
+
+    def __init__(self, url: str) -> None:
+        address = url.split("://", 1)[1]
+        hostport, _, path = address.partition("/")
+        self.host, port = hostport.split(":")
+        self.port, self.path = int(port), "/" + path
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        reader, writer = await self._take()
+        lines = [
+            f"POST {self.path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        try:
+            status, answer = await read_answer(reader)
+        except BaseException:
+            writer.close()
+            raise
+        self.idle.append((reader, writer, time.monotonic()))
+        return status, answer
+
+    async def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """An idle connection the server has not closed yet (uvicorn closes one idle for
+        5 s: a request on it would fail on the client's side), else a new one."""
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < IDLE_SECONDS:
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        for _, writer, _ in self.idle:
+            writer.close()
 
 
 async def _mix(url: str, tokens: list[str], models: list[str], rate: float, seconds: float) -> Any:
     client = _Client(random.Random(11), tokens, models, url)
     outcomes: list[Outcome] = []
     tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+    http = Connections(url)
 
-        async def one(op: str) -> None:
-            outcomes.append(await client.run_one(http, op))
+    async def one(op: str) -> None:
+        outcomes.append(await client.run_one(http, op))
 
-        started = time.perf_counter()
-        sent = 0
-        while (now := time.perf_counter() - started) < seconds:
-            due = int(now * rate) + 1
-            while sent < due:  # open loop: a slow answer never delays the next request
-                task = asyncio.create_task(one(client.pick()))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                sent += 1
-            await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - started)))
-        if tasks:
-            await asyncio.wait(tasks, timeout=120)
+    started = time.perf_counter()
+    sent = 0
+    while (now := time.perf_counter() - started) < seconds:
+        due = int(now * rate) + 1
+        while sent < due:  # open loop: a slow answer never delays the next request
+            task = asyncio.create_task(one(client.pick()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - started)))
+    if tasks:
+        await asyncio.wait(tasks, timeout=120)
+    http.close()
     created = [rid for ids in client.created.values() for rid in ids]
     return [vars(o) for o in outcomes], created
 
