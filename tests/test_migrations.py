@@ -123,16 +123,21 @@ def test_the_downgrade_from_0006_restores_the_default_collation_on_mariadb() -> 
             engine.dispose()
 
 
+def database_at(revision: str, kind: str, tmp_path: Path) -> Iterator[str]:
+    """A database of `kind` (sqlite or mariadb) migrated up to `revision` only."""
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'lumi.db'}"
+        upgrade(url, revision)
+        yield url
+        return
+    with mariadb_database(f"lumi_{revision}_{os.getpid()}", revision) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
 def before_0006(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database at revision 0005: new users were still named after their subject."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'lumi.db'}"
-        upgrade(url, "0005")
-        yield url
-        return
-    with mariadb_database(f"lumi_0005_{os.getpid()}", "0005") as url:
-        yield url
+    yield from database_at("0005", request.param, tmp_path)
 
 
 def test_users_shown_under_their_subject_get_a_neutral_name(before_0006: str) -> None:
@@ -169,13 +174,7 @@ def test_users_shown_under_their_subject_get_a_neutral_name(before_0006: str) ->
 @pytest.fixture(params=["sqlite", "mariadb"])
 def before_0007(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database at revision 0006: deleting a request only hid it (`deleted_at`)."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'lumi.db'}"
-        upgrade(url, "0006")
-        yield url
-        return
-    with mariadb_database(f"lumi_0006_{os.getpid()}", "0006") as url:
-        yield url
+    yield from database_at("0006", request.param, tmp_path)
 
 
 def a_request_with_everything(owner: User, user_seq: int) -> list[Any]:
