@@ -57,8 +57,9 @@ class Deps:
     subscription_slots: SubscriptionSlots | None = None
 
     def unit(self) -> AbstractAsyncContextManager[Unit]:
-        """A write transaction whose events and messages go out after it commits."""
-        return unit_of_work(self.db, self.bus, self.queue)
+        """A write transaction whose events, messages and file deletions happen after it
+        commits."""
+        return unit_of_work(self.db, self.bus, self.queue, self.storage)
 
     async def aclose(self) -> None:
         await self.rechecks.aclose()

@@ -1,8 +1,9 @@
 """A unit of work: one write transaction plus what must happen only after it commits.
 
-Services append events to publish and stage messages to send; the edge that opened
-the unit (a resolver or an actor) flushes them once the commit has succeeded. A
-failure inside the block rolls everything back and sends nothing.
+Services append events to publish, stage messages to send and the storage keys of
+files whose rows they deleted; once the commit has succeeded, the unit publishes,
+sends and deletes them. A failure inside the block rolls everything back and touches
+nothing (a rolled-back delete keeps its files).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from app.db import Database
 from app.metrics import EVENTS_PUBLISHED
 from app.queue import JobQueue, StageMessage
 from app.tables import RequestEvent
+from providers.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class Unit:
     session: AsyncSession
     events: list[RequestEvent] = field(default_factory=list)
     messages: list[StageMessage] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)  # storage keys to delete
 
 
 def event_payload(event: RequestEvent) -> dict[str, object]:
@@ -45,7 +48,9 @@ async def publish_events(bus: EventBus, events: list[RequestEvent]) -> None:
 
 
 @asynccontextmanager
-async def unit_of_work(db: Database, bus: EventBus, queue: JobQueue) -> AsyncIterator[Unit]:
+async def unit_of_work(
+    db: Database, bus: EventBus, queue: JobQueue, storage: Storage
+) -> AsyncIterator[Unit]:
     async with db.write() as session:
         unit = Unit(session)
         yield unit
@@ -53,6 +58,18 @@ async def unit_of_work(db: Database, bus: EventBus, queue: JobQueue) -> AsyncIte
     if unit.messages:
         # Off the event loop: the Redis broker's enqueue is a blocking call.
         await asyncio.to_thread(send_messages, queue, unit.messages)
+    await delete_files(storage, unit.discarded)
+
+
+async def delete_files(storage: Storage, keys: list[str]) -> None:
+    """Deletes each file; one that cannot be deleted (storage down) is an orphan, left to
+    `lumi maintenance orphans`: its rows are gone, and the delete that happened must not
+    be reported as failed."""
+    for key in keys:
+        try:
+            await storage.delete(key)
+        except Exception:
+            log.warning("could not delete %s; it is an orphan now", key, exc_info=True)
 
 
 def send_messages(queue: JobQueue, messages: list[StageMessage]) -> None:

@@ -234,11 +234,8 @@ class ModelMutations:
     )
     async def delete_model(self, info: Info, id: strawberry.ID) -> strawberry.ID:
         viewer = await info.context.require_viewer()
-        deps = info.context.deps
         async with info.context.unit() as unit:
-            keys = await service.delete_model(unit, viewer, id)
-        for key in keys:  # after commit: a rolled-back delete must keep its files
-            await deps.storage.delete(key)
+            await service.delete_model(unit, viewer, id)
         return id
 
     @strawberry.mutation(

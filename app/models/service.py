@@ -136,13 +136,12 @@ async def set_visibility(unit: Unit, viewer: Viewer, model_id: str, visibility: 
     return model
 
 
-async def delete_model(unit: Unit, viewer: Viewer, model_id: str) -> list[str]:
-    """Removes the model and its likes and favorites; returns the storage keys to delete
-    once the transaction has committed."""
+async def delete_model(unit: Unit, viewer: Viewer, model_id: str) -> None:
+    """Removes the model and its likes and favorites; its files go once the transaction
+    has committed."""
     model = await owned(unit.session, viewer, model_id)
-    keys = stored_keys(model)
+    unit.discarded.extend(stored_keys(model))
     await repository.delete_model(unit.session, model.id)
-    return keys
 
 
 def stored_keys(model: Model) -> list[str]:

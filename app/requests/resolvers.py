@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -31,9 +30,6 @@ from app.requests.types import (
 )
 from app.tables import RequestEvent as EventRow
 from app.users import repository as users
-from providers.storage import Storage
-
-log = logging.getLogger(__name__)
 
 
 def to_event(row: EventRow) -> RequestEvent:
@@ -56,17 +52,6 @@ def to_event(row: EventRow) -> RequestEvent:
         next_attempt_at=row.next_attempt_at,
         created_at=row.created_at,
     )
-
-
-async def _delete_files(storage: Storage, keys: list[str]) -> None:
-    """After commit: a rolled-back delete keeps its files. The rows are gone by now, so
-    a file that cannot be deleted (storage down) is an orphan, and is left to `lumi
-    maintenance orphans` rather than failing a delete that happened."""
-    for key in keys:
-        try:
-            await storage.delete(key)
-        except Exception:
-            log.warning("could not delete %s; it is an orphan now", key, exc_info=True)
 
 
 def _policy(info: Info) -> service.Policy:
@@ -240,8 +225,7 @@ class RequestMutations:
     async def delete_request(self, info: Info, id: strawberry.ID) -> strawberry.ID:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
-            keys = await service.delete_request(unit, viewer, id)
-        await _delete_files(info.context.deps.storage, keys)
+            await service.delete_request(unit, viewer, id)
         return id
 
 

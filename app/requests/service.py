@@ -612,10 +612,10 @@ async def _cancel(unit: Unit, request: GenerationRequest, *, step: str) -> None:
     await _refund(unit, request)
 
 
-async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> list[str]:
+async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> None:
     """Deletes the request and everything it made but its model, cancelling it first if
-    it is still running (refunded as a cancel is); returns the storage keys of its images,
-    to delete once the transaction has committed.
+    it is still running (refunded as a cancel is); its images' files go once the
+    transaction has committed.
 
     The model stays in its owner's library without its source request and image. The
     credit ledger keeps the request's entries: it is the user's account of credits."""
@@ -629,7 +629,7 @@ async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> list[st
     await _cancel_vendor_jobs(unit, request)
     await models.detach_from_request(unit.session, request.id)
     await repository.delete_request(unit.session, request.id)
-    return [image.storage_key for image in images if image.storage_key]
+    unit.discarded.extend(image.storage_key for image in images if image.storage_key)
 
 
 async def _cancel_vendor_jobs(unit: Unit, request: GenerationRequest) -> None:
