@@ -19,6 +19,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionContext
 
 from app.errors import LumiError
+from app.graphql.execution import LumiExecutor
 from app.graphql.gate import Documents
 from app.observability import request_id
 
@@ -57,6 +58,7 @@ class LumiSchema(strawberry.Schema):
     """The schema; `documents` parses and validates its operations within the limits."""
 
     def __init__(self, *args: Any, documents: Documents | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("execution_context_class", LumiExecutor)
         super().__init__(*args, **kwargs)
         self.documents = documents or Documents()
 
