@@ -36,7 +36,7 @@ from app.graphql.context import Context
 from app.graphql.limits import Limits
 from app.graphql.schema import build_schema
 from app.graphql.ws import LegacyWSHandler, TransportWSHandler
-from app.heap import freeze_startup_objects
+from app.heap import tune_collector
 from app.metrics import OperationNames
 from app.migrate import upgrade_async
 from app.observability import BodyLimit, RequestContext, register_secrets
@@ -193,7 +193,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         app.state.broker = broker
         app.state.queue = deps.queue
         if freeze_heap:  # a process of its own (`lumi serve`): see app/heap.py
-            freeze_startup_objects()
+            tune_collector()
         try:
             yield
         finally:
