@@ -12,7 +12,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from prometheus_client import start_http_server
 
 from app.config import Settings
-from app.heap import freeze_startup_objects
+from app.heap import tune_collector
 from app.metrics import WORKER_REGISTRY
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from workers.health import HealthServer
@@ -57,7 +57,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
     sweeper = Sweeper(runtime)
     sweeper.start(loop_thread.loop)
-    freeze_startup_objects()
+    tune_collector()
     log.info("worker started with %s threads", worker.worker_threads)
     # Until a signal: this thread restarts consumer threads that die (workers/watchdog.py).
     mended = ConsumerWatchdog(worker).watch(stop, settings.worker_watchdog_seconds)
