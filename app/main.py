@@ -72,9 +72,11 @@ class GraphQLApp(GraphQL[Context, None]):
             else:
                 await super().__call__(scope, receive, send)
         finally:
-            context = scope.get(_CONTEXT)
-            if context is not None:  # the operation's shared read session goes back
-                await context.end_reads()
+            # The scope holds the context, which holds the request, which holds the
+            # scope: popped, the exchange's objects go by reference counting.
+            context = scope.pop(_CONTEXT, None)
+            if context is not None:
+                await context.finish()
 
     # At most this many HTTP operations run at once (`LUMI_MAX_CONCURRENT_OPERATIONS`).
     admission: asyncio.Semaphore | None = None

@@ -68,6 +68,14 @@ class Context:
         if self._shared is not None:
             await self._shared.release()
 
+    async def finish(self) -> None:
+        """The end of an HTTP operation: the read session goes back, and the loaders go.
+        They call back into this context, a cycle that held the operation's request,
+        loaders and rows until a garbage collection found them; without it they are
+        freed as the operation returns."""
+        await self.end_reads()
+        self.__dict__.pop("loaders", None)
+
     async def viewer(self) -> Viewer | None:
         """The verified user, or None for an anonymous caller. A bad token is an error."""
         if self._viewer is _UNSET:
