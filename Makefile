@@ -15,7 +15,14 @@ run: $(STAMP)
 # share state (the fuzz counts what its tests sent) sees all of it.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)
+# The npm clients the suite runs against a live gateway (Apollo, urql, graphql-ws,
+# graphql-sse, graphql-http), installed by `npm ci` from tests/clients/package-lock.json:
+# exact versions, each tarball checked against its integrity hash. npm ci rewrites
+# node_modules/.package-lock.json, so a changed lock installs again.
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.package-lock.json
+
+test: $(STAMP) $(CLIENTS_STAMP)
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -36,6 +43,9 @@ soak: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/lumi schema > schema.graphql
+
+$(CLIENTS_STAMP): $(CLIENTS)/package-lock.json $(CLIENTS)/package.json
+	npm ci --prefix $(CLIENTS) --ignore-scripts --no-audit --no-fund
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
