@@ -2,9 +2,12 @@
 
 Strawberry closes 4400 (invalid message), 4401 (subscribe before ack), 4403 (a
 connection_init whose token is refused), 4408 (no connection_init in time), 4409
-(duplicate id) and 4429 (a second connection_init). This handler adds:
-- 4403 when a connection that sent no token subscribes (every subscription needs one);
-- server pings on a quiet connection, so proxies and clients learn it is alive.
+(duplicate id) and 4429 (a second connection_init). A connection that sent no token is
+acknowledged: it may run public queries, and a subscription it may not run (every one
+needs a token) answers that operation with an `error` message, code UNAUTHENTICATED,
+on a socket that stays open. Closing it 4403 instead made graphql-ws clients such as
+GraphiQL's reconnect in a loop without ever showing why. This handler adds server pings
+on a quiet connection, so proxies and clients learn it is alive.
 """
 
 from __future__ import annotations
@@ -13,38 +16,17 @@ import asyncio
 import contextlib
 from typing import Any
 
-from graphql import GraphQLError, OperationType
-from graphql.language import OperationDefinitionNode
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message,
-    SubscribeMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
 from app.graphql.context import Context
-from app.graphql.errors import LumiSchema
-from app.graphql.gate import Documents
-
-
-def is_subscription(documents: Documents, query: str, operation_name: str | None) -> bool:
-    """Whether the operation is a subscription. The document is read within the same
-    size and token limits (and through the same cache) as every operation: a parse
-    here, before any check, is what one anonymous message used to freeze the process."""
-    try:
-        document = documents.parse(query)
-    except GraphQLError:
-        return False  # the operation itself answers the refusal
-    for definition in document.definitions:
-        if isinstance(definition, OperationDefinitionNode) and (
-            operation_name is None or (definition.name and definition.name.value == operation_name)
-        ):
-            return definition.operation is OperationType.SUBSCRIPTION
-    return False
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -82,22 +64,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def send_message(self, message: Message) -> None:
         self._last_sent = asyncio.get_running_loop().time()
         await super().send_message(message)
-
-    async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and await self._needs_a_token(message):
-            await self.websocket.close(code=4403, reason="Forbidden")
-            return
-        await super().handle_subscribe(message)
-
-    async def _needs_a_token(self, message: SubscribeMessage) -> bool:
-        payload = message.get("payload") or {}
-        query = payload.get("query")
-        if not isinstance(query, str):
-            return False
-        assert isinstance(self.schema, LumiSchema)
-        if not is_subscription(self.schema.documents, query, payload.get("operationName")):
-            return False
-        return await self.context.viewer() is None
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):

@@ -9,6 +9,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus import request_channel, user_channel
+from app.errors import BadUserInput
 from app.graphql.context import Info
 from app.graphql.pagination import check_first, decode_cursor, encode_cursor, paginate
 from app.graphql.permissions import IsAuthenticated
@@ -62,9 +63,13 @@ def _policy(info: Info) -> service.Policy:
 # and rows are gone when they return: a subscription's frame lives as long as it does.
 
 
-async def _owns(info: Info, request_id: str, user_id: str) -> bool:
+async def _request_state(info: Info, request_id: str, user_id: str) -> tuple[int, Status]:
+    """The request's last event number and status; NOT_FOUND when it is not theirs."""
     async with info.context.deps.db.read() as session:
-        return await repository.get_owned(session, request_id, user_id) is not None
+        row = await repository.get_owned(session, request_id, user_id)
+    if row is None:
+        raise RequestNotFound()
+    return row.seq, Status(row.status)
 
 
 async def _user_seq(info: Info, user_id: str) -> int:
@@ -72,6 +77,14 @@ async def _user_seq(info: Info, user_id: str) -> int:
     async with info.context.deps.db.read() as session:
         user = await users.get(session, user_id)
     return user.event_seq if user else 0
+
+
+def _check_cursor(after: int, last: int) -> None:
+    """A cursor names an event that happened: one past the last can only be a mistake
+    (a cursor of another request, or a client's off-by-one), and waiting on it would
+    skip the next events."""
+    if after > last:
+        raise BadUserInput(f"afterSeq {after} is after the last event ({last})", field="afterSeq")
 
 
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
@@ -234,7 +247,9 @@ class RequestSubscriptions:
     @strawberry.subscription(
         description=(
             "Every event of one request after `afterSeq`, in order, once; ends after a "
-            "final status (COMPLETED, FAILED, CANCELLED)."
+            "final status (COMPLETED, FAILED, CANCELLED), at once when `afterSeq` is "
+            "already the last event of a finished request. An `afterSeq` past the last "
+            "event is BAD_USER_INPUT."
         ),
         permission_classes=[IsAuthenticated],
     )
@@ -243,8 +258,10 @@ class RequestSubscriptions:
     ) -> AsyncGenerator[RequestEvent, None]:
         viewer = await info.context.require_viewer()
         service.check_id(id, "id")
-        if not await _owns(info, id, viewer.id):
-            raise RequestNotFound()
+        last, status = await _request_state(info, id, viewer.id)
+        _check_cursor(after_seq, last)
+        if after_seq >= last and status in RESTING:
+            return  # the client has every event, the last one included: nothing follows
 
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
             return await repository.events_after(session, id, after)
@@ -263,7 +280,8 @@ class RequestSubscriptions:
     @strawberry.subscription(
         description=(
             "Every event of all the viewer's requests, in order. `afterSeq` is a `userSeq`: "
-            "events after it are replayed first; without it only new events arrive."
+            "events after it are replayed first; without it only new events arrive. An "
+            "`afterSeq` past the viewer's last event is BAD_USER_INPUT."
         ),
         permission_classes=[IsAuthenticated],
     )
@@ -271,8 +289,10 @@ class RequestSubscriptions:
         self, info: Info, after_seq: int | None = None
     ) -> AsyncGenerator[RequestEvent, None]:
         viewer = await info.context.require_viewer()
+        last = await _user_seq(info, viewer.id)
         if after_seq is None:
-            after_seq = await _user_seq(info, viewer.id)
+            after_seq = last
+        _check_cursor(after_seq, last)
 
         async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
             return await repository.user_events_after(session, viewer.id, after)

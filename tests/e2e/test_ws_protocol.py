@@ -89,17 +89,40 @@ async def test_a_bad_token_closes_4403(ws_server: Server) -> None:
         assert await closed_with(ws) == 4403
 
 
-async def test_a_missing_token_closes_4403_on_a_subscription_but_serves_public_queries(
+async def test_a_missing_token_refuses_the_subscription_and_keeps_the_socket(
     ws_server: Server,
 ) -> None:
+    """GraphiQL and other graphql-ws clients show an operation's `error`; a close made
+    them reconnect in a loop without ever saying why."""
     async with connect(ws_server) as ws:
         await init(ws, user=None)
-        await send(ws, {"id": "q", "type": "subscribe", "payload": GALLERY})
-        answer = await receive(ws)
-        assert (answer["type"], answer["id"]) == ("next", "q")
-        assert (await receive(ws))["type"] == "complete"
         await send(ws, {"id": "s", "type": "subscribe", "payload": SUBSCRIBE})
-        assert await closed_with(ws) == 4403
+        refused = await receive(ws)
+        assert (refused["type"], refused["id"]) == ("error", "s")
+        assert refused["payload"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # The same socket still serves public queries, and the id is free again.
+        await send(ws, {"id": "s", "type": "subscribe", "payload": GALLERY})
+        answer = await receive(ws)
+        assert (answer["type"], answer["id"]) == ("next", "s")
+        assert (await receive(ws))["type"] == "complete"
+
+
+async def test_the_legacy_protocol_also_refuses_with_an_error(ws_server: Server) -> None:
+    async with websockets.connect(ws_server.ws, subprotocols=["graphql-ws"]) as ws:  # type: ignore[list-item]
+        await send(ws, {"type": "connection_init", "payload": {}})
+        assert (await receive(ws))["type"] == "connection_ack"
+        await send(ws, {"id": "1", "type": "start", "payload": SUBSCRIBE})
+        while (message := await receive(ws))["type"] == "ka":
+            pass
+        assert (message["type"], message["id"]) == ("error", "1")
+        payload = message["payload"]
+        errors = payload if isinstance(payload, list) else payload.get("errors", [payload])
+        assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # The socket stays open: the next operation is answered too.
+        await send(ws, {"id": "2", "type": "start", "payload": SUBSCRIBE})
+        while (message := await receive(ws))["type"] == "ka":
+            pass
+        assert (message["type"], message["id"]) == ("error", "2"), message
 
 
 async def test_no_connection_init_in_time_closes_4408(ws_server: Server) -> None:
