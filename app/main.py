@@ -25,7 +25,7 @@ from app.deps import Deps, build_bus, build_deps
 from app.graphql.http import GraphQLApp
 from app.graphql.limits import Limits
 from app.graphql.schema import build_schema
-from app.graphql.ws import LegacyWSHandler, TransportWSHandler
+from app.graphql.ws import LegacyWSHandler, Pinger, TransportWSHandler
 from app.heap import tune_collector
 from app.metrics import OperationNames
 from app.migrate import upgrade_async
@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     if problems := settings.production_problems():
         raise RuntimeError("unsafe production settings: " + "; ".join(problems))
 
+    pinger = Pinger(settings.ws_ping_interval_seconds)  # pings quiet websockets
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             if worker is not None:
                 await asyncio.to_thread(worker.stop)
             broker.close()
+            await pinger.aclose()
             await deps.bus.close()
             await deps.aclose()
 
@@ -147,7 +150,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     graphql.graphql_transport_ws_handler_class = type(
         "ConfiguredTransportWSHandler",
         (TransportWSHandler,),
-        {"ping_interval": settings.ws_ping_interval_seconds},
+        {"pinger": pinger},
     )
     return Starlette(
         middleware=[

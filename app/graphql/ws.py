@@ -7,7 +7,7 @@ acknowledged: it may run public queries, and a subscription it may not run (ever
 needs a token) answers that operation with an `error` message, code UNAUTHENTICATED,
 on a socket that stays open. Closing it 4403 instead made graphql-ws clients such as
 GraphiQL's reconnect in a loop without ever showing why. This handler adds server pings
-on a quiet connection, so proxies and clients learn it is alive.
+on a quiet connection (`Pinger`), so proxies and clients learn it is alive.
 """
 
 from __future__ import annotations
@@ -29,40 +29,76 @@ from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 from app.graphql.context import Context
 
 
+class Pinger:
+    """Pings every quiet graphql-transport-ws connection of a process from one task.
+
+    A task per connection (each sleeping until its own connection's next ping) cost
+    every live subscription a task, a coroutine and a timer. This one wakes every tenth
+    of the interval and pings the connections that have sent nothing for about an
+    interval, each ping a short task of its own so that one slow peer holds up no other.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._handlers: set[TransportWSHandler] = set()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, handler: TransportWSHandler) -> None:
+        if self.interval <= 0:
+            return
+        self._handlers.add(handler)
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._task = asyncio.create_task(self._run(), name="websocket-pinger")
+
+    def discard(self, handler: TransportWSHandler) -> None:
+        self._handlers.discard(handler)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        for pending in [task, *self._sending]:
+            if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = max(self.interval / 10, 0.05)
+        while self._handlers:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for handler in list(self._handlers):
+                if now - handler.last_sent < self.interval - tick / 2:
+                    continue
+                handler.last_sent = now
+                if handler.connection_acknowledged:
+                    sending = asyncio.create_task(handler.ping())
+                    self._sending.add(sending)
+                    sending.add_done_callback(self._sending.discard)
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    ping_interval: float = 15.0
+    pinger: Pinger = Pinger(0)  # create_app gives each app's handlers a pinger of its own
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._last_sent = asyncio.get_running_loop().time()
-        self._pinger: asyncio.Task[None] | None = None
+        self.last_sent = asyncio.get_running_loop().time()
 
     async def handle(self) -> None:
-        if self.ping_interval > 0:
-            self._pinger = asyncio.create_task(self._ping_when_quiet())
+        self.pinger.add(self)
         try:
             await super().handle()
         finally:
-            if self._pinger is not None:
-                self._pinger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._pinger
+            self.pinger.discard(self)
 
-    async def _ping_when_quiet(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            quiet = loop.time() - self._last_sent
-            if quiet < self.ping_interval:
-                await asyncio.sleep(self.ping_interval - quiet)
-                continue
-            if self.connection_acknowledged:
-                with contextlib.suppress(Exception):  # the connection is closing
-                    await self.send_message({"type": "ping"})
-            else:
-                self._last_sent = loop.time()
+    async def ping(self) -> None:
+        with contextlib.suppress(Exception):  # the connection is closing
+            await self.send_message({"type": "ping"})
 
     async def send_message(self, message: Message) -> None:
-        self._last_sent = asyncio.get_running_loop().time()
+        self.last_sent = asyncio.get_running_loop().time()
         await super().send_message(message)
 
 
