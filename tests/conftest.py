@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -33,6 +34,18 @@ FAST = {
     "LUMI_SUBSCRIPTION_RECHECK_SECONDS": "0.5",
     "LUMI_IMAGE_SIZE": "128",
 }
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs a command in-process configures the root logger, with a handler
+    on that test's captured stderr; later tests must not log into that closed stream
+    ("--- Logging error --- I/O operation on closed file")."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -53,7 +53,9 @@ def code(result: dict[str, Any]) -> str | None:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    """Two API processes on one MariaDB and one Redis: 60 per minute, 4 at once, per user."""
+    """Two API processes on one MariaDB and one Redis: 12 per minute, 4 at once, per user.
+    One operation every 5 s refills the burst: slow enough that a loaded machine's pauses
+    between a test's requests never refill it behind the test's back."""
     require("Redis", REDIS)
     namespace = f"lumi-rl-{uuid.uuid4().hex[:8]}"
     with mariadb_database(f"lumi_rl_{os.getpid()}") as url:
@@ -62,7 +64,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Ser
             "LUMI_BROKER": "redis",
             "LUMI_BUS": "redis",
             "LUMI_REDIS_NAMESPACE": namespace,
-            "LUMI_RATE_LIMIT_USER_PER_MINUTE": "60",
+            "LUMI_RATE_LIMIT_USER_PER_MINUTE": "12",
             "LUMI_RATE_LIMIT_IP_PER_MINUTE": "0",
             "LUMI_RATE_LIMIT_BURST": "4",
         }
@@ -75,15 +77,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Ser
 
 def test_the_user_limit_holds_across_two_api_processes(pair: tuple[Server, Server]) -> None:
     first, second = pair
-    ask(first, ME, "rl-alice")  # the user exists before the clock matters
-    time.sleep(1.1)  # and the burst is whole again (one a second refills it)
     answers = [ask(server, ME, "rl-alice") for server in (first, second, first, second)]
-    assert [code(answer) for answer in answers] == [None] * 4
+    assert [code(answer) for answer in answers] == [None] * 4  # the burst, on both
     refused = ask(first, ME, "rl-alice")
     assert code(refused) == "RATE_LIMITED"
     error = refused["errors"][0]
     assert error["extensions"]["scope"] == "user"
-    assert 0 < error["extensions"]["retryAfter"] <= 1.0
+    assert 0 < error["extensions"]["retryAfter"] <= 5.0
     assert refused["data"] is None  # no resolver ran
     # Another user is not held back by alice.
     assert code(ask(first, ME, "rl-bob")) is None
@@ -94,9 +94,7 @@ def test_the_user_limit_holds_across_two_api_processes(pair: tuple[Server, Serve
 
 def test_subscribing_counts_too(pair: tuple[Server, Server]) -> None:
     first, _ = pair
-    ask(first, ME, "rl-carol")
-    time.sleep(1.1)
-    for _ in range(4):
+    for _ in range(4):  # the burst
         ask(first, ME, "rl-carol")
 
     async def subscribe() -> dict[str, Any]:
@@ -113,14 +111,16 @@ def test_subscribing_counts_too(pair: tuple[Server, Server]) -> None:
     assert errors[0]["extensions"]["code"] == "RATE_LIMITED"
 
 
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir: Path = tmp_path_factory.mktemp("rl-embedded")
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Server]:
+    """A burst of 5 that refills one operation every 10 s, fresh for each test: however
+    slow a loaded machine is between two requests, the burst is not refilled behind the
+    test's back (at 2 a second it was, and the sixth request passed)."""
     server = start_server(
-        data_dir,
-        name="embedded",
+        tmp_path,
+        name="slow",
         LUMI_RATE_LIMIT_USER_PER_MINUTE="0",
-        LUMI_RATE_LIMIT_IP_PER_MINUTE="120",
+        LUMI_RATE_LIMIT_IP_PER_MINUTE="6",
         LUMI_RATE_LIMIT_BURST="5",
     )
     yield server
@@ -135,13 +135,12 @@ def test_the_address_limit_holds_for_anonymous_and_signed_in_callers_alike(
     refused = ask(embedded, GALLERY, "x4")
     assert code(refused) == "RATE_LIMITED"
     assert refused["errors"][0]["extensions"]["scope"] == "address"
-    assert 0 < refused["errors"][0]["extensions"]["retryAfter"] <= 0.5
+    assert 0 < refused["errors"][0]["extensions"]["retryAfter"] <= 10  # one per 10 s
 
 
 def test_refused_operations_count_toward_the_limit_too(embedded: Server) -> None:
     """Documents refused at parse or validation cost server time as well: they used to be
     free, so 100 documents of 100k tokens cost 5 s without one RATE_LIMITED."""
-    time.sleep(2.6)  # the address's burst of 5 is whole again (2 a second refill it)
     refused = [
         {"query": "{ publicModels(first: 1) { edges { node { id } } "},  # syntax
         {"query": "{ nosuchfield }"},  # validation
