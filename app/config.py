@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         le=3600,
         description="An idle keep-alive HTTP connection is closed after this many seconds.",
     )
+    shutdown_grace_seconds: float = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="On shutdown, HTTP responses still running after this many seconds are "
+        "cut (subscriptions streamed over HTTP never end by themselves; their clients resume "
+        "on another instance).",
+    )
     # Default: none. A gateway reached directly must not let any peer (a local one
     # included) name its own address; behind a proxy, the operator names the proxy.
     trusted_proxies: str = Field(
@@ -306,6 +314,41 @@ class Settings(BaseSettings):
     introspection: bool | None = Field(
         default=None, description="Schema introspection; default: on, off in production."
     )
+    graphql_max_batch: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Operations one HTTP request may batch (a JSON array); each is counted "
+        "by the rate limits and meets the cost limits as if sent alone.",
+    )
+
+    # Persisted queries (see README, "GraphQL over HTTP").
+    persisted_queries: Literal["apq", "allowlist", "off"] = Field(
+        default="apq",
+        description="apq: automatic persisted queries (Apollo's protocol); allowlist: only "
+        "the documents of LUMI_PERSISTED_QUERIES_MANIFEST run (trusted documents); off.",
+    )
+    persisted_queries_manifest: Path | None = Field(
+        default=None,
+        description="A JSON file of known documents: Apollo's persisted query manifest or "
+        '{"<sha256>": "<document>"}; required by allowlist mode.',
+    )
+    persisted_queries_max_entries: int = Field(
+        default=10_000,
+        ge=10,
+        description="Documents remembered by hash (in Redis when processes share it, else "
+        "in each process); the least recently used go first.",
+    )
+    persisted_queries_ttl_seconds: int = Field(
+        default=86_400, ge=60, description="A document unused this long is forgotten (Redis)."
+    )
+    persisted_queries_max_age_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=3600,
+        description="Cache-Control max-age of an anonymous persisted query over GET answered "
+        "without errors (public data, shared by HTTP caches); 0: never cacheable.",
+    )
 
     # Websockets.
     ws_init_timeout_seconds: float = Field(
@@ -330,6 +373,13 @@ class Settings(BaseSettings):
     )
     max_subscriptions_per_user: int = Field(
         default=50, ge=1, description="Subscriptions one user may hold open on one API process."
+    )
+    http_stream_heartbeat_seconds: float = Field(
+        default=15,
+        gt=0,
+        le=600,
+        description="A subscription streamed over HTTP (SSE, multipart) sends a heartbeat "
+        "after this many quiet seconds, so proxies keep it open.",
     )
 
     # Subscriptions: how often a quiet subscription re-reads the event table while the
@@ -379,6 +429,10 @@ class Settings(BaseSettings):
             raise ValueError("LUMI_AUTH_MODE=jwks needs LUMI_JWKS_URL")
         if self.auth_mode == "user-service" and not self.user_service_url:
             raise ValueError("LUMI_AUTH_MODE=user-service needs LUMI_USER_SERVICE_URL")
+        if self.persisted_queries == "allowlist" and not self.persisted_queries_manifest:
+            raise ValueError(
+                "LUMI_PERSISTED_QUERIES=allowlist needs LUMI_PERSISTED_QUERIES_MANIFEST"
+            )
         return self
 
     def chain(self, modality: str) -> list[str]:

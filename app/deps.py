@@ -15,10 +15,12 @@ from app.bus import EventBus, InProcessBus, RedisBus
 from app.config import Settings
 from app.db import Database, create_engine
 from app.graphql.limits import SubscriptionSlots
+from app.graphql.persisted import PersistedQueries
 from app.queue import JobQueue
 from app.ratelimit import MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter, Throttle
 from app.requests.stream import Rechecks
 from app.unit import Unit, unit_of_work
+from app.users.service import Viewers
 from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
 from providers.limits import MemoryLimiter, RedisLimiter, SlotLimiter
 from providers.local import LocalImageGenerator, LocalModelGenerator, LocalPromptOptimizer
@@ -50,11 +52,13 @@ class Deps:
     tokens: Authenticator
     http: httpx.AsyncClient
     rechecks: Rechecks  # the safety net of this process's subscriptions
+    viewers: Viewers  # a token's claims → its user
     # One client for every Redis-backed part (vendor slots, rate limits, auth cache);
     # None when nothing uses Redis.
     redis: Any = None
     throttle: Throttle | None = None
     subscription_slots: SubscriptionSlots | None = None
+    persisted_queries: PersistedQueries | None = None
 
     def unit(self) -> AbstractAsyncContextManager[Unit]:
         """A write transaction whose events, messages and file deletions happen after it
@@ -237,6 +241,8 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
             per_user=settings.max_subscriptions_per_user,
         ),
         rechecks=Rechecks(db, settings.subscription_recheck_seconds),
+        viewers=Viewers(initial_credits=settings.initial_credits),
+        persisted_queries=PersistedQueries.from_settings(settings, redis),
     )
 
 

@@ -23,8 +23,9 @@ from app.bus import InProcessBus
 from app.config import Settings
 from app.deps import Deps, build_bus, build_deps
 from app.graphql.http import GraphQLApp
+from app.graphql.ide import GRAPHIQL_ASSETS
 from app.graphql.limits import Limits
-from app.graphql.schema import build_schema
+from app.graphql.streams import SUBSCRIPTION_PROTOCOLS
 from app.graphql.ws import LegacyWSHandler, Pinger, TransportWSHandler
 from app.heap import tune_collector
 from app.metrics import OperationNames
@@ -32,7 +33,9 @@ from app.migrate import upgrade_async
 from app.observability import BodyLimit, RequestContext, register_secrets
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from app.routes import routes
+from app.schema import build_schema
 from app.tables import utcnow
+from app.web.assets import Assets
 from providers.s3 import S3Storage
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ def _cors(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "Last-Event-ID"],
             expose_headers=["X-Request-Id"],
             max_age=600,
         )
@@ -137,7 +140,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         ),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         allowed_origins=settings.cors_origin_list,
-        allow_queries_via_get=False,
+        allow_queries_via_get=True,  # never mutations: see app/graphql/http.py
+        subscription_protocols=SUBSCRIPTION_PROTOCOLS,  # websockets, SSE, multipart
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
         keep_alive=settings.ws_ping_interval_seconds > 0,  # legacy graphql-ws: "ka"
         keep_alive_interval=settings.ws_ping_interval_seconds or 1,
@@ -147,6 +151,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     # rather than hundreds each holding a pooled connection while they share the CPU,
     # until the pool's wait times out for all of them (seen under 1,000 subscriptions).
     graphql.admission = asyncio.Semaphore(settings.max_concurrent_operations)
+    graphql.max_batch = settings.graphql_max_batch
+    graphql.stream_heartbeat_seconds = settings.http_stream_heartbeat_seconds
     graphql.graphql_transport_ws_handler_class = type(
         "ConfiguredTransportWSHandler",
         (TransportWSHandler,),
@@ -160,7 +166,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         ],
         routes=[
             *routes,
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # The files of the pages that are on, and nothing else (app/web/assets.py).
+            Assets(GRAPHIQL_ASSETS if settings.graphiql_enabled else ()).route(),
+            # Every method reaches the view, which answers the others 405 as JSON.
+            Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
         ],
         lifespan=lifespan,

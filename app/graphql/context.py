@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -15,12 +15,12 @@ from strawberry.types import Info as _Info
 
 from app.auth import Viewer, bearer_token
 from app.db import SharedReads
-from app.deps import Deps
 from app.errors import Unauthenticated
 from app.graphql.loaders import Loaders
 from app.unit import Unit
-from app.users import repository as users
-from app.users.service import to_viewer, viewer_for
+
+if TYPE_CHECKING:
+    from app.deps import Deps
 
 _UNSET: Any = object()
 
@@ -43,6 +43,10 @@ class Context:
         http = not isinstance(request, WebSocket)
         self._shared = SharedReads(deps.db) if http else None
         self.loaders = Loaders(self.read, self.viewer, cache=http)
+        # An HTTP event stream's cursors (app/graphql/streams.py): the one its client
+        # resent as Last-Event-ID, and the one of the event being sent, for its SSE `id:`.
+        self.last_event_id: int | None = None
+        self.event_cursor: int | None = None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -62,6 +66,26 @@ class Context:
         await self.end_reads()
         async with self.deps.unit() as unit:
             yield unit
+
+    async def begin_stream(self, last_event_id: int | None) -> None:
+        """An HTTP operation that streams (app/graphql/streams.py) lives as long as its
+        stream, like a websocket's: it holds no session while it waits, each read has its
+        own, and nothing is cached across its events."""
+        await self.end_reads()
+        self._shared = None
+        self.loaders = Loaders(self.read, self.viewer, cache=False)
+        self.last_event_id = last_event_id
+
+    @overload
+    def resume_after(self, after: int) -> int: ...
+    @overload
+    def resume_after(self, after: None) -> int | None: ...
+    def resume_after(self, after: int | None) -> int | None:
+        """Where a subscription resumes: after its `afterSeq` argument, or after the
+        Last-Event-ID its HTTP event stream's client resent, whichever is later."""
+        if self.last_event_id is None or (after is not None and after >= self.last_event_id):
+            return after
+        return self.last_event_id
 
     async def end_reads(self) -> None:
         """Ends the shared read transaction: before a write, and when the operation ends."""
@@ -97,15 +121,14 @@ class Context:
         if token is None:
             return None
         claims = await self.deps.tokens.authenticate(token)
-        async with self.read() as session:  # the common case: a known user
-            user = await users.identity(session, claims.subject)
-        if user is not None:
-            return to_viewer(user)
+        return await self.deps.viewers.of(claims, self.read, self._write)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction of its own, after the shared reads end."""
         await self.end_reads()
         async with self.deps.db.write() as session:
-            return await viewer_for(
-                session, claims, initial_credits=self.deps.settings.initial_credits
-            )
+            yield session
 
     async def authenticate_connection(self) -> None:
         """Called on `connection_init`: resolves the viewer once for the whole connection."""

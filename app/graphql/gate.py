@@ -168,6 +168,8 @@ class Gate(SchemaExtension):
         execution = self.execution_context
         self.refusal = await _rate_limit(execution.context)
         if self.refusal is None:
+            self.refusal = _untrusted_refusal(execution.context, execution.query)
+        if self.refusal is None:
             self.refusal = _variables_refusal(execution.variables)
         yield
 
@@ -175,7 +177,12 @@ class Gate(SchemaExtension):
         execution = self.execution_context
         if self.refusal is None:
             try:
-                execution.graphql_document = self.documents.parse(execution.query)
+                document = self.documents.parse(execution.query)
+                # What the client named, not strawberry's default of the first operation.
+                name = getattr(execution, "_provided_operation_name", None)
+                self.refusal = _operation_refusal(document, name)
+                if self.refusal is None:
+                    execution.graphql_document = document
             except GraphQLError as error:
                 self.refusal = error
         if self.refusal is not None:
@@ -194,6 +201,43 @@ class Gate(SchemaExtension):
                 tuple(execution.validation_rules),
             )
         yield
+
+
+def _operation_refusal(document: DocumentNode, name: object) -> GraphQLError | None:
+    """The specification's choice of the operation to run: a document of several
+    operations needs `operationName`, and the name must be one of them (strawberry ran
+    the first operation when none was named)."""
+    names = [
+        definition.name.value if definition.name else None
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+    if not names:
+        return _refusal(BadRequest("the document has no operation to run"))
+    if name is None and len(names) > 1:
+        listed = ", ".join(str(n) for n in names)
+        return _refusal(
+            BadRequest(
+                f"the document has {len(names)} operations ({listed}): name the one to run "
+                "in `operationName`"
+            )
+        )
+    if name is not None and name not in names:
+        return _refusal(BadRequest(f"the document has no operation named {name!r}"))
+    return None
+
+
+def _untrusted_refusal(context: Any, query: object) -> GraphQLError | None:
+    """With trusted documents (LUMI_PERSISTED_QUERIES=allowlist) only those run, on every
+    transport: a websocket's operations too, which never pass the HTTP view's check."""
+    queries = getattr(getattr(context, "deps", None), "persisted_queries", None)
+    if queries is None:
+        return None
+    try:
+        queries.check_trusted(query)
+    except LumiError as exc:
+        return _refusal(exc)
+    return None
 
 
 def _variables_refusal(variables: object) -> GraphQLError | None:

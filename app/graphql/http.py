@@ -1,5 +1,15 @@
-"""The GraphQL endpoint over HTTP and websockets: strawberry's ASGI view, answering
-every refused request as a JSON GraphQL error with `extensions.code`."""
+"""The GraphQL endpoint over HTTP and websockets: strawberry's ASGI view, speaking the
+GraphQL-over-HTTP specification.
+
+- Media types: `application/graphql-response+json` when the client's Accept prefers it,
+  where a request error (nothing was executed, so the answer has no `data`) is a 4xx;
+  else `application/json`, where every well-formed GraphQL response is a 200.
+- Queries over GET as well as POST. A mutation over GET is 405 (`Allow: POST`); a
+  subscription needs a streaming transport and is refused without one.
+- Batches (a JSON array): each operation runs in turn, alone, as if sent by itself.
+- Persisted queries (`persisted.py`), over GET and POST.
+- Every refused request is a JSON GraphQL response with `extensions.code`.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +18,52 @@ import contextlib
 import json
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
+from strawberry.types.graphql import OperationType
 
 from app.errors import LumiError
 from app.graphql.context import Context
+from app.graphql.ide import graphiql_page
+from app.graphql.responses import (
+    GRAPHQL_RESPONSE,
+    JSON,
+    RequestRefused,
+    is_request_error,
+    negotiate,
+    request_error,
+    response_status,
+)
+from app.graphql.streams import HTTPSubscriptions
 
 _CONTEXT = "lumi.context"  # where an HTTP exchange's context waits for its end
+_MEDIA_TYPE = "lumi.media_type"  # the media type the exchange answers in
 
-_REQUEST_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-
-
-def request_error(status: int, message: str) -> JSONResponse:
-    """A request the GraphQL endpoint cannot run, as a GraphQL response with a code."""
-    code = _REQUEST_ERROR_CODES.get(status, "BAD_REQUEST")
-    return JSONResponse(
-        {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
-    )
+_SUBSCRIPTION_TRANSPORTS = (
+    "subscriptions are not run over plain HTTP: use a websocket (graphql-transport-ws), "
+    "or stream over HTTP with `Accept: text/event-stream` (graphql-sse) or "
+    "`Accept: multipart/mixed;subscriptionSpec=1.0`"
+)
 
 
-class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view, answering every refused request as a JSON GraphQL error
-    with `extensions.code` (strawberry answers plain text) and never with a 500."""
+class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
+    """Strawberry's ASGI view, answering as the GraphQL-over-HTTP specification asks, every
+    refused request as a JSON GraphQL error with `extensions.code`, and never with a 500."""
+
+    # At most this many HTTP operations run at once (`LUMI_MAX_CONCURRENT_OPERATIONS`).
+    admission: asyncio.Semaphore | None = None
+    # The most operations one batch may hold (`LUMI_GRAPHQL_MAX_BATCH`).
+    max_batch: int = 10
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -49,30 +78,179 @@ class GraphQLApp(GraphQL[Context, None]):
             if context is not None:
                 await context.finish()
 
-    # At most this many HTTP operations run at once (`LUMI_MAX_CONCURRENT_OPERATIONS`).
-    admission: asyncio.Semaphore | None = None
-
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        media_type = scope[_MEDIA_TYPE] = negotiate(Headers(scope=scope).get("accept"))
         async with self.admission or contextlib.nullcontext():
             try:
                 response = await self.run(Request(scope, receive))
+            except RequestRefused as exc:
+                response = exc.response(media_type)
             except HTTPException as exc:
-                response = request_error(exc.status_code, exc.reason)
+                allow = {"Allow": "GET, POST"} if exc.status_code == 405 else None
+                response = request_error(
+                    exc.status_code, exc.reason, media_type=media_type, headers=allow
+                )
             context = scope.get(_CONTEXT)
             if context is not None:  # its connection goes back before the answer is sent
                 await context.end_reads()
         await response(scope, receive, send)
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """For a browser (Accept: text/html) asking for no operation; a persisted query
+        over GET has no `query`, and `*/*` is what HTTP libraries send, not browsers."""
+        params = request.query_params
+        return (
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and params.get("query") is None
+            and params.get("extensions") is None
+        )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Our GraphiQL page (app/graphql/ide.py), its files served by the gateway."""
+        return await graphiql_page(request, request.app.state.deps.settings)
+
     def parse_json(self, data: str | bytes) -> Any:
-        """A JSON object, or a 400: bodies of `null`, `42`, invalid UTF-8 or arrays nested
-        past the parser's recursion limit are refused here, not by a traceback."""
+        """A JSON object or a batch of them, or a 400: bodies of `null`, `42`, invalid
+        UTF-8 or arrays nested past the parser's recursion limit are refused here, not by
+        a traceback."""
         try:
             parsed = json.loads(data)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-            raise HTTPException(400, "the request body is not valid JSON") from exc
-        if not isinstance(parsed, dict):
-            raise HTTPException(400, "the request must be a JSON object")
+            raise RequestRefused("the request is not valid JSON", status=400) from exc
+        if isinstance(parsed, list):
+            if not parsed or not all(isinstance(item, dict) for item in parsed):
+                raise RequestRefused(
+                    "a batch must be a non-empty JSON array of GraphQL requests", status=400
+                )
+        elif not isinstance(parsed, dict):
+            raise RequestRefused("the request must be a JSON object", status=400)
         return parsed
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            _check_parameters(item)
+        return data
+
+    def _validate_batch_request(
+        self, request_data: list[GraphQLRequestData], protocol: GraphQLRequestProtocol
+    ) -> None:
+        if transport := self._get_stream_transport(protocol):
+            raise RequestRefused(transport.batching_error, status=400)
+        if len(request_data) > self.max_batch:
+            raise RequestRefused(
+                f"the batch holds {len(request_data)} operations, more than the limit of "
+                f"{self.max_batch}: send the rest in another request",
+                code="LIMIT_EXCEEDED",
+                status=400,
+                extensions={"limit": self.max_batch, "scope": "batch"},
+            )
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        if isinstance(request_data, list):
+            # One after the other, in order: a mutation's effects are seen by the
+            # operations after it, and a batch holds one admission slot, not ten.
+            return [
+                await self._batched(request, request_adapter, item, context, sub_response)
+                for item in request_data
+            ]
+        named = await _resolve_persisted(context, request_data)
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if request_adapter.method == "GET" and isinstance(result, ExecutionResult):
+            _cache_headers(request, sub_response, result, named, context)
+        return result
+
+    async def _batched(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData,
+        context: Context,
+        sub_response: Response,
+    ) -> ExecutionResult:
+        """One operation of a batch, as if sent alone: its own context (loaders, reads),
+        the rate limits and the cost limits; a refusal answers only this operation."""
+        alone = Context(context.deps, context.request, context.response)
+        try:
+            await _resolve_persisted(alone, request_data)
+            return await self.execute_single(
+                request, request_adapter, sub_response, alone, None, request_data
+            )
+        except RequestRefused as refused:
+            return refused.result()
+        finally:
+            await alone.finish()
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Queries over GET; queries and mutations over POST. Subscriptions stream, and
+        strawberry sends those to its streaming transports before it gets here."""
+        method = request_adapter.method
+        allowed = {OperationType.QUERY}
+        if method == "POST":
+            allowed.add(OperationType.MUTATION)
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except InvalidOperationTypeError as exc:
+            raise _not_over(exc.operation_type) from exc
+        except MissingQueryError as exc:
+            raise RequestRefused("no GraphQL query found in the request", status=400) from exc
+        except CannotGetOperationTypeError as exc:  # the gate answers these first
+            raise RequestRefused(exc.as_http_error_reason()) from exc
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        if request.scope.get(_MEDIA_TYPE) == GRAPHQL_RESPONSE and is_request_error(result):
+            response.pop("data", None)  # the specification: nothing executed, no `data`
+        return response
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        response = await super().get_sub_response(request)
+        response.media_type = request.scope.get(_MEDIA_TYPE, JSON)
+        return response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or JSON
+        status = sub_response.status_code or response_status(response_data, media_type)
+        response = Response(self.encode_json(response_data), status, media_type=media_type)
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(request.app.state.deps, request, response)
@@ -86,3 +264,61 @@ class GraphQLApp(GraphQL[Context, None]):
         except LumiError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
         return None
+
+
+def _check_parameters(data: GraphQLRequestData) -> None:
+    """What strawberry checks of a single request, for each request of a batch too, and
+    `operationName` as well."""
+    checks = (
+        ("query", data.query, str, "a string"),
+        ("operationName", data.operation_name, str, "a string"),
+        ("variables", data.variables, dict, "an object"),
+        ("extensions", data.extensions, dict, "an object"),
+    )
+    for name, value, kind, described in checks:
+        if value is not None and not isinstance(value, kind):
+            raise RequestRefused(
+                f"the request's `{name}` must be {described} or null, if provided", status=400
+            )
+
+
+async def _resolve_persisted(context: Context, data: GraphQLRequestData) -> bool:
+    """Puts the document a persisted query names in `data`; whether it was named so."""
+    queries = context.deps.persisted_queries
+    if queries is None:
+        return False
+    try:
+        data.query, named = await queries.resolve(data.query, data.extensions)
+    except LumiError as exc:
+        raise RequestRefused.of(exc) from exc
+    return named
+
+
+def _not_over(operation: OperationType) -> RequestRefused:
+    if operation is OperationType.MUTATION:
+        return RequestRefused(
+            "mutations are not run over GET: send them with POST",
+            code="METHOD_NOT_ALLOWED",
+            status=405,
+            headers={"Allow": "POST"},
+        )
+    return RequestRefused(_SUBSCRIPTION_TRANSPORTS, status=400)
+
+
+def _cache_headers(
+    request: Request,
+    sub_response: Response,
+    result: ExecutionResult,
+    named: bool,
+    context: Context,
+) -> None:
+    """A GET answer an HTTP cache may share: an anonymous persisted query's (its URL is
+    short and stable) that went without an error, for a few seconds. Anything sent with
+    a token, or anything else, is kept by no cache."""
+    max_age = context.deps.settings.persisted_queries_max_age_seconds
+    anonymous = "authorization" not in request.headers
+    public = named and anonymous and max_age > 0 and not result.errors
+    sub_response.headers["Cache-Control"] = (
+        f"public, max-age={max_age}" if public else "private, no-store"
+    )
+    sub_response.headers["Vary"] = "Accept, Authorization"

@@ -3,11 +3,12 @@ aliases and cost (the rate limits and the parsing are in `gate.py`); and how man
 subscriptions a connection and a user may hold open.
 
 Cost weighs list sizes: each field costs 1 times the size of every list around it. A
-page's size is its `first` (100, the largest page, when `first` comes from a variable
-or is missing), so a query nesting pages of pages is refused however few fields it
-names. Introspection counts too: its lists weigh what they hold in this schema on
-average (types, fields per type, arguments per field, ...), so the one full
-introspection query that tools send passes while thirty aliased copies of it do not.
+page's size is its `first` (its default when omitted or null; 100, the largest page,
+when it comes from a variable), and `nodes(ids:)` fetches as many objects as it names,
+so a query nesting pages of pages is refused however few fields it names.
+Introspection counts too: its lists weigh what they hold in this schema on average
+(types, fields per type, arguments per field, ...), so the one full introspection query
+that tools send passes while thirty aliased copies of it do not.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from graphql import (
     GraphQLUnionType,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
@@ -89,17 +92,26 @@ class Limits:
         return [Gate.factory(documents), lambda: AddValidationRules(rules)]
 
 
-def _first(field: FieldNode) -> int | None:
-    """The page size a field asks for: its `first`, or the largest page when unknown."""
-    for argument in field.arguments or ():
-        if argument.name.value == "first":
-            value = argument.value
-            return int(value.value) if isinstance(value, IntValueNode) else MAX_PAGE
+def _page(field: FieldNode, definition: Any) -> int | None:
+    """How many items a field fetches, when it takes `first` or `ids`: its `first` (the
+    argument's default when omitted or null), the number of `ids` it names, or the
+    largest page when a variable says."""
+    given = {argument.name.value: argument.value for argument in field.arguments or ()}
+    arguments = getattr(definition, "args", None) or {}
+    if "first" in arguments:
+        value = given.get("first")
+        if value is None or isinstance(value, NullValueNode):
+            default = arguments["first"].default_value
+            return default if isinstance(default, int) else MAX_PAGE
+        return int(value.value) if isinstance(value, IntValueNode) else MAX_PAGE
+    if "ids" in arguments:
+        value = given.get("ids")
+        return len(value.values) if isinstance(value, ListValueNode) else MAX_PAGE
     return None
 
 
 @cache
-def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
+def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], float]:
     """How many items each list of the introspection types holds in `schema`, on average
     over the things it is asked of: (type name, field name) -> size."""
     types = list(schema.type_map.values())
@@ -107,8 +119,8 @@ def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
     fields = [f for t in with_fields for f in t.fields.values()]
     directives = schema.directives
 
-    def average(total: int, over: int) -> int:
-        return max(1, math.ceil(total / max(over, 1)))
+    def average(total: int, over: int) -> float:
+        return total / max(over, 1)
 
     def count(kind: type, attribute: str) -> int:
         return sum(len(getattr(t, attribute)) for t in types if isinstance(t, kind))
@@ -132,17 +144,16 @@ def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
     }
 
 
-def _field_type(parent: GraphQLNamedType | None, name: str, schema: GraphQLSchema) -> Any:
-    """The declared type of field `name` of `parent`, or None where there is none."""
+def _field_definition(parent: GraphQLNamedType | None, name: str) -> Any:
+    """The definition of field `name` of `parent`, or None where there is none."""
     if name == "__schema":
-        return SchemaMetaFieldDef.type
+        return SchemaMetaFieldDef
     if name == "__type":
-        return TypeMetaFieldDef.type
+        return TypeMetaFieldDef
     fields = getattr(parent, "fields", None)
     if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType) or fields is None:
         return None
-    field = fields.get(name)
-    return field.type if field is not None else None
+    return fields.get(name)
 
 
 def cost_rule(max_cost: int) -> type[ValidationRule]:
@@ -150,7 +161,7 @@ def cost_rule(max_cost: int) -> type[ValidationRule]:
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             schema = self.context.schema
             root = schema.get_root_type(node.operation)
-            cost = self._cost(node.selection_set, root, 1, frozenset())
+            cost = math.ceil(self._cost(node.selection_set, root, 1, frozenset()))
             if cost > max_cost:
                 self.report_error(
                     GraphQLError(
@@ -160,12 +171,15 @@ def cost_rule(max_cost: int) -> type[ValidationRule]:
                     )
                 )
 
-        def _size(self, parent: GraphQLNamedType | None, field: FieldNode, type_: Any) -> int:
+        def _size(
+            self, parent: GraphQLNamedType | None, field: FieldNode, definition: Any
+        ) -> float:
             """How many times the field's selection runs per parent: its page, or for an
             introspection list what such a list holds on average, else once."""
-            page = _first(field)
-            if page:
+            page = _page(field, definition)
+            if page is not None:
                 return page
+            type_ = definition.type if definition is not None else None
             if parent is None or not parent.name.startswith("__"):
                 return 1
             if not isinstance(get_nullable_type(type_), GraphQLList):
@@ -177,19 +191,20 @@ def cost_rule(max_cost: int) -> type[ValidationRule]:
             self,
             selections: SelectionSetNode | None,
             parent: GraphQLNamedType | None,
-            factor: int,
+            factor: float,
             seen: frozenset[str],
-        ) -> int:
+        ) -> float:
             if selections is None:
                 return 0
             context: ValidationContext = self.context
             schema = context.schema
-            total = 0
+            total = 0.0
             for selection in selections.selections:
                 if isinstance(selection, FieldNode):
                     total += factor
-                    type_ = _field_type(parent, selection.name.value, schema)
-                    inner = factor * self._size(parent, selection, type_)
+                    definition = _field_definition(parent, selection.name.value)
+                    inner = factor * self._size(parent, selection, definition)
+                    type_ = definition.type if definition is not None else None
                     named = get_named_type(type_) if type_ is not None else None
                     total += self._cost(selection.selection_set, named, inner, seen)
                 elif isinstance(selection, InlineFragmentNode):

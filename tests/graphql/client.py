@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from app.deps import Deps
 from app.graphql.context import Context
-from app.graphql.schema import schema
+from app.schema import schema
 from tests.conftest import token_for
 
 

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import strawberry
-from graphql import get_introspection_query
+from graphql import get_introspection_query, parse, validate
 from sqlalchemy import event
 
 from app.deps import Deps
 from app.graphql.context import Context
-from app.graphql.limits import Limits
-from app.graphql.schema import build_schema
+from app.graphql.limits import Limits, cost_rule
+from app.graphql.pagination import DEFAULT_PAGE, MAX_PAGE
+from app.schema import build_schema
 from tests.graphql.client import http_request
 from tests.workers.test_pipeline import a_viewer
 
@@ -118,3 +119,33 @@ async def test_without_introspection_errors_suggest_no_names(deps: Deps) -> None
     errors, _, _ = await run(deps, variable, {"s": "LATES"}, schema=hidden)
     assert errors
     assert all("Did you mean" not in error["message"] for error in errors)
+
+
+def cost_of(query: str) -> int:
+    """What the cost rule charges `query`: the smallest limit it passes."""
+    document = parse(query)
+    low, high = 0, 1_000_000
+    while low < high:
+        middle = (low + high) // 2
+        if validate(schema._schema, document, [cost_rule(middle)]):
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def test_a_page_without_first_costs_its_default_and_nodes_as_many_as_its_ids() -> None:
+    page = "edges { node { id status step } }"
+    assert cost_of(f"{{ requests {{ {page} }} }}") == cost_of(
+        f"{{ requests(first: {DEFAULT_PAGE}) {{ {page} }} }}"
+    )
+    assert cost_of(f"{{ requests(first: null) {{ {page} }} }}") == cost_of(
+        f"{{ requests {{ {page} }} }}"
+    )
+    one = cost_of('{ nodes(ids: ["a"]) { id ... on GenerationRequest { status step } } }')
+    five = cost_of(
+        '{ nodes(ids: ["a", "b", "c", "d", "e"]) { id ... on GenerationRequest { status step } } }'
+    )
+    assert five - 1 == 5 * (one - 1)
+    from_variable = "query Q($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+    assert cost_of(from_variable) == 1 + MAX_PAGE
