@@ -99,7 +99,7 @@ def _queue(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         outcomes = admin.run(settings, lambda deps: admin.requeue(deps, args.id))
         for letter, outcome in outcomes:
-            print(f"{letter.id}  request={letter.request_id}  {outcome}")
+            print(f"{letter.id}  {admin.describe_request(letter)}  {outcome}")
         if args.id and not outcomes:
             print(f"lumi queue requeue: no dead letter {args.id}", file=sys.stderr)
             return 1
@@ -209,7 +209,7 @@ def _s3_cors(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _schema(settings: Settings, args: argparse.Namespace) -> int:
-    from app.graphql.schema import export_sdl
+    from app.schema import export_sdl
 
     sys.stdout.write(export_sdl())
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 from app.config import Settings
 from app.deps import Deps, build_bus, build_deps
 from app.errors import LumiError
+from app.graphql.relay import global_id
 from app.migrate import upgrade_async
 from app.queue import QUEUES, DramatiqQueue, JobQueue, StageMessage, build_broker
 from app.requests import jobs, repository, service
@@ -133,10 +134,17 @@ def describe_status(report: QueueStatus) -> list[str]:
     return lines
 
 
+def describe_request(letter: DeadLetter) -> str:
+    """The letter's request by the id clients hold (GraphQL's global id), then by the one
+    the logs and tables hold."""
+    return f"request={global_id('GenerationRequest', letter.request_id)} row={letter.request_id}"
+
+
 def describe_letter(letter: DeadLetter) -> str:
     return (
         f"{letter.id}  {letter.created_at:%Y-%m-%d %H:%M:%S}  {letter.stage:<16} "
-        f"queue={letter.queue} attempts={letter.attempts} request={letter.request_id} "
+        f"queue={letter.queue} attempts={letter.attempts} "
+        f"{describe_request(letter)} "
         f"{letter.error_code}: {letter.error_message}"
     )
 

@@ -218,3 +218,17 @@ async def ledger_page(
     query = query.order_by(col(CreditEntry.created_at).desc(), col(CreditEntry.id).desc())
     result = await session.execute(query.limit(limit))
     return list(result.scalars())
+
+
+async def ledger_count(session: AsyncSession, user_id: str) -> int:
+    """How many entries the user's ledger holds: a count over the user's index."""
+    query = select(func.count()).where(col(CreditEntry.user_id) == user_id)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def entries_of(session: AsyncSession, user_id: str, ids: Sequence[str]) -> list[CreditEntry]:
+    """The entries of `user_id` among `ids` (another user's are not among them)."""
+    query = select(CreditEntry).where(
+        col(CreditEntry.user_id) == user_id, col(CreditEntry.id).in_(ids)
+    )
+    return list((await session.execute(query)).scalars())

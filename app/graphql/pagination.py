@@ -8,13 +8,30 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import strawberry
 
 from app.errors import BadUserInput
 
 MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+# The arguments of every connection.
+First = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"How many items the page holds: 1-{MAX_PAGE}; {DEFAULT_PAGE} when "
+        "omitted or null."
+    ),
+]
+After = Annotated[
+    str | None,
+    strawberry.argument(
+        description="Where the page starts: the `endCursor` of the page before it; omitted "
+        "or null, the first page."
+    ),
+]
 
 NodeT = TypeVar("NodeT")
 RowT = TypeVar("RowT")
@@ -70,7 +87,10 @@ def _aware(text: str) -> datetime:
     return moment
 
 
-def check_first(first: int) -> int:
+def check_first(first: int | None) -> int:
+    """The page size `first` asks for; `DEFAULT_PAGE` when it asks for none."""
+    if first is None:
+        return DEFAULT_PAGE
     if not 1 <= first <= MAX_PAGE:
         raise BadUserInput(f"first must be between 1 and {MAX_PAGE}", field="first")
     return first

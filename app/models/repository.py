@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, or_, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -245,6 +245,28 @@ async def list_interacted(
     params = _params(extras, limit, after, user_id=user_id, kind=kind)
     rows = await _fetch_cards(session, query, params)
     return [(row, row.interacted_at) for row in cast(list[Any], rows)]
+
+
+async def count_owned(session: AsyncSession, owner_id: str) -> int:
+    """How many models `owner_id` has: a count over the owner's index."""
+    query = select(func.count()).where(col(Model.owner_id) == owner_id)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def count_interacted(session: AsyncSession, user_id: str, kind: str) -> int:
+    """How many models `list_interacted` lists in all: the user's likes (or favorites)
+    of models they may still see."""
+    query = (
+        select(func.count())
+        .select_from(ModelInteraction)
+        .join(Model, col(ModelInteraction.model_id) == col(Model.id))
+        .where(
+            col(ModelInteraction.user_id) == user_id,
+            col(ModelInteraction.type) == kind,
+            or_(col(Model.visibility) == "PUBLIC", col(Model.owner_id) == user_id),
+        )
+    )
+    return int((await session.execute(query)).scalar_one())
 
 
 async def interactions_of(

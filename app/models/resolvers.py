@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Annotated
 
 import strawberry
 
 from app.errors import BadUserInput
 from app.graphql.context import Info
 from app.graphql.pagination import (
+    DEFAULT_PAGE,
     MAX_PAGE,
+    After,
+    First,
     check_first,
     decode_cursor,
     encode_cursor,
     paginate,
 )
 from app.graphql.permissions import IsAnyone, IsAuthenticated
+from app.graphql.relay import global_id
 from app.models import repository, service
+from app.models.loaders import ModelLoaders
 from app.models.repository import ModelCard
 from app.models.types import (
     Asked,
+    Count,
     InteractionStatus,
     ModelConnection,
     ModelDownload,
@@ -32,6 +39,11 @@ from app.models.types import (
 )
 from app.requests.service import check_id
 from app.tables import Model, utcnow
+
+ModelId = Annotated[
+    strawberry.ID,
+    strawberry.argument(description="The model's global id (its row id is accepted too)."),
+]
 
 
 def _sort_value(row: ModelCard, sort: ModelSort) -> object:
@@ -45,7 +57,7 @@ class ModelQueries:
         description="The viewer's own models, newest first.", permission_classes=[IsAuthenticated]
     )
     async def my_models(
-        self, info: Info, first: int = 20, after: str | None = None
+        self, info: Info, first: First = DEFAULT_PAGE, after: After = None
     ) -> ModelConnection:
         viewer = await info.context.require_viewer()
         limit, cursor = check_first(first), decode_cursor(after)
@@ -62,6 +74,7 @@ class ModelQueries:
             limit=limit,
             after=after,
             cursor_of=lambda r: encode_cursor(r.created_at, r.id),
+            count=lambda session: repository.count_owned(session, viewer.id),
         )
 
     @strawberry.field(
@@ -74,9 +87,11 @@ class ModelQueries:
     async def public_models(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        sort: ModelSort = ModelSort.LATEST,
+        first: First = DEFAULT_PAGE,
+        after: After = None,
+        sort: Annotated[
+            ModelSort, strawberry.argument(description="The order, all descending.")
+        ] = ModelSort.LATEST,
     ) -> ModelConnection:
         limit = check_first(first)
         timed = sort is ModelSort.LATEST
@@ -95,13 +110,15 @@ class ModelQueries:
             limit=limit,
             after=after,
             cursor_of=lambda r: encode_cursor(_sort_value(r, sort), r.id, as_of),  # type: ignore[arg-type]
+            count=None,  # see ModelConnection.total_count
         )
 
     @strawberry.field(
-        description="A model the viewer may see: their own, or a public one.",
+        description="A model the viewer may see: their own, or a public one. Null, with "
+        "NOT_FOUND in `errors`, for any other (the other fields of the query still answer).",
         permission_classes=[IsAnyone],
     )
-    async def model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def model(self, info: Info, id: ModelId) -> ModelType | None:
         viewer = await info.context.viewer()
         async with info.context.read() as session:
             row = await service.visible(session, viewer, id)
@@ -112,7 +129,7 @@ class ModelQueries:
         permission_classes=[IsAuthenticated],
     )
     async def liked_models(
-        self, info: Info, first: int = 20, after: str | None = None
+        self, info: Info, first: First = DEFAULT_PAGE, after: After = None
     ) -> ModelConnection:
         return await _interacted(info, "LIKE", first, after)
 
@@ -121,7 +138,7 @@ class ModelQueries:
         permission_classes=[IsAuthenticated],
     )
     async def favorited_models(
-        self, info: Info, first: int = 20, after: str | None = None
+        self, info: Info, first: First = DEFAULT_PAGE, after: After = None
     ) -> ModelConnection:
         return await _interacted(info, "FAVORITE", first, after)
 
@@ -130,21 +147,28 @@ class ModelQueries:
         permission_classes=[IsAnyone],
     )
     async def interaction_status(
-        self, info: Info, model_ids: list[strawberry.ID]
+        self,
+        info: Info,
+        model_ids: Annotated[
+            list[strawberry.ID],
+            strawberry.argument(description=f"Global ids of models, at most {MAX_PAGE}."),
+        ],
     ) -> list[InteractionStatus]:
         if len(model_ids) > MAX_PAGE:
             raise BadUserInput(f"at most {MAX_PAGE} model ids", field="modelIds")
         ids = [check_id(i, "modelIds") for i in model_ids]
-        kinds = await info.context.loaders.my_interactions.load_many(ids)
+        kinds = await ModelLoaders.of(info).my_interactions.load_many(ids)
         return [
             InteractionStatus(
-                model_id=strawberry.ID(i), liked="LIKE" in k, favorited="FAVORITE" in k
+                model_id=global_id("Model", i), liked="LIKE" in k, favorited="FAVORITE" in k
             )
             for i, k in zip(ids, kinds, strict=True)
         ]
 
 
-async def _interacted(info: Info, kind: str, first: int, after: str | None) -> ModelConnection:
+async def _interacted(
+    info: Info, kind: str, first: int | None, after: str | None
+) -> ModelConnection:
     viewer = await info.context.require_viewer()
     limit, cursor = check_first(first), decode_cursor(after)
     position = (cursor.value, cursor.row_id) if cursor else None
@@ -162,6 +186,7 @@ async def _interacted(info: Info, kind: str, first: int, after: str | None) -> M
         limit=limit,
         after=after,
         cursor_of=lambda r: encode_cursor(stamps[r.id], r.id),
+        count=lambda session: repository.count_interacted(session, viewer.id, kind),
     )
 
 
@@ -172,13 +197,15 @@ def _connection(
     limit: int,
     after: str | None,
     cursor_of: Callable[[ModelCard], str],
+    count: Count | None,
 ) -> ModelConnection:
-    """A page from `limit + 1` fetched rows and the nodes of the first `limit`."""
+    """A page from `limit + 1` fetched rows and the nodes of the first `limit`; `count`
+    counts the whole list, when the operation asks (`totalCount`)."""
     by_id = {node.row.id: node for node in nodes}
     edges, page = paginate(
         rows, limit=limit, after=after, cursor_of=cursor_of, node_of=lambda r: by_id[r.id]
     )
-    return ModelConnection(edges=edges, page_info=page)
+    return ModelConnection(edges=edges, page_info=page, count=count)
 
 
 async def _node(info: Info, row: Model) -> ModelType:
@@ -206,7 +233,10 @@ class ModelMutations:
         permission_classes=[IsAuthenticated],
     )
     async def update_model(
-        self, info: Info, id: strawberry.ID, input: UpdateModelInput
+        self,
+        info: Info,
+        id: ModelId,
+        input: Annotated[UpdateModelInput, strawberry.argument(description="The changes.")],
     ) -> ModelType:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
@@ -218,31 +248,31 @@ class ModelMutations:
     @strawberry.mutation(
         description="Show the model in the public gallery.", permission_classes=[IsAuthenticated]
     )
-    async def publish_model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def publish_model(self, info: Info, id: ModelId) -> ModelType:
         return await _visibility(info, id, service.PUBLIC)
 
     @strawberry.mutation(
         description="Take the model out of the public gallery.",
         permission_classes=[IsAuthenticated],
     )
-    async def unpublish_model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def unpublish_model(self, info: Info, id: ModelId) -> ModelType:
         return await _visibility(info, id, service.PRIVATE)
 
     @strawberry.mutation(
-        description="Delete the model, its files, likes and favorites; returns its id.",
+        description="Delete the model, its files, likes and favorites; returns its global id.",
         permission_classes=[IsAuthenticated],
     )
-    async def delete_model(self, info: Info, id: strawberry.ID) -> strawberry.ID:
+    async def delete_model(self, info: Info, id: ModelId) -> strawberry.ID:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             await service.delete_model(unit, viewer, id)
-        return id
+        return global_id("Model", id)
 
     @strawberry.mutation(
         description="A short-lived download URL; counts the download.",
         permission_classes=[IsAuthenticated],
     )
-    async def download_model(self, info: Info, id: strawberry.ID) -> ModelDownload:
+    async def download_model(self, info: Info, id: ModelId) -> ModelDownload:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             row = await service.count_download(unit, viewer, id)
@@ -257,23 +287,23 @@ class ModelMutations:
         )
 
     @strawberry.mutation(description="Like a model (once).", permission_classes=[IsAuthenticated])
-    async def like_model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def like_model(self, info: Info, id: ModelId) -> ModelType:
         return await _interact(info, id, "LIKE", on=True)
 
     @strawberry.mutation(description="Remove a like.", permission_classes=[IsAuthenticated])
-    async def unlike_model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def unlike_model(self, info: Info, id: ModelId) -> ModelType:
         return await _interact(info, id, "LIKE", on=False)
 
     @strawberry.mutation(
         description="Add a model to favorites (once).", permission_classes=[IsAuthenticated]
     )
-    async def favorite_model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def favorite_model(self, info: Info, id: ModelId) -> ModelType:
         return await _interact(info, id, "FAVORITE", on=True)
 
     @strawberry.mutation(
         description="Remove a model from favorites.", permission_classes=[IsAuthenticated]
     )
-    async def unfavorite_model(self, info: Info, id: strawberry.ID) -> ModelType:
+    async def unfavorite_model(self, info: Info, id: ModelId) -> ModelType:
         return await _interact(info, id, "FAVORITE", on=False)
 
 

@@ -2,30 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.graphql.context import Info
+from app.graphql.enums import described
 from app.graphql.lookahead import selected_names
 from app.graphql.pagination import Edge, PageInfo
+from app.graphql.relay import Node, global_id, load_node
+from app.models.loaders import ModelLoaders
 from app.models.repository import Extras, ModelCard, ModelRow
+from app.models.service import can_see
+from app.users.loaders import UserLoaders
+from app.users.types import PublicProfile
 
 if TYPE_CHECKING:
+    # Only named for the type checker: the schema finds them through strawberry.lazy, and
+    # `load_node` makes them, so this room never imports the requests room's types.
     from app.requests.types import GeneratedImageType, GenerationRequestType
 
 
-@strawberry.enum(description="Who can see a model.")
+@described(
+    description="Who can see a model.",
+    values={
+        "PRIVATE": "Its owner only.",
+        "PUBLIC": "Anyone, in the public gallery.",
+    },
+)
 class Visibility(Enum):
     PRIVATE = "PRIVATE"
     PUBLIC = "PUBLIC"
 
 
-@strawberry.enum(description="Orders of the public gallery, all descending.")
+@described(
+    description="Orders of the public gallery, all descending.",
+    values={
+        "LATEST": "Most recently published first.",
+        "POPULAR": "Most popular first: 2 per like, 3 per favorite, 1 per download.",
+        "MOST_LIKED": "Most liked first.",
+        "MOST_DOWNLOADED": "Most downloaded first.",
+    },
+)
 class ModelSort(Enum):
     LATEST = "LATEST"
     POPULAR = "POPULAR"
@@ -33,28 +56,44 @@ class ModelSort(Enum):
     MOST_DOWNLOADED = "MOST_DOWNLOADED"
 
 
-@strawberry.type(description="What anyone may know of a model's owner.")
-class PublicProfile:
-    id: strawberry.ID = strawberry.field(description="Stable id of the user.")
-    display_name: str = strawberry.field(description="Name shown to other users.")
+@described(
+    description="3D file formats.",
+    values={
+        "GLB": "Binary glTF: one file, textures inside.",
+        "OBJ": "Wavefront OBJ, with its material (MTL) and texture files.",
+    },
+)
+class ModelFormat(Enum):
+    GLB = "glb"
+    OBJ = "obj"
+
+
+@described(
+    description="Where a model is.",
+    values={
+        "READY": "Its files are stored: ready to use.",
+    },
+)
+class ModelStatus(Enum):
+    READY = "READY"
 
 
 @strawberry.type(name="Model", description="A 3D model in its owner's library.")
-class ModelType:
+class ModelType(Node):
     """Fields are copied from the row and from batch loads, so they resolve by attribute,
     the cheapest path (a resolver per field of every node was most of a gallery page's
     cost). Build nodes with `model_nodes` or `card_nodes`: they load the viewer's likes
     and the owners' profiles, once for all the nodes, when the operation asks for them."""
 
-    id: strawberry.ID = strawberry.field(description="Stable id of the model.")
+    id: strawberry.ID = strawberry.field(description="Global id of the model.")
     name: str = strawberry.field(description="Name shown in the library and the gallery.")
     description: str | None = strawberry.field(description="Free text from the owner.")
 
-    format: str = strawberry.field(description="File format of `fileUrl`, lower case: glb or obj.")
+    format: ModelFormat = strawberry.field(description="File format of `fileUrl`: GLB or OBJ.")
     file_size: int = strawberry.field(
         description="Size of the model's files in bytes, all together."
     )
-    status: str = strawberry.field(description="READY once the file is stored.")
+    status: ModelStatus = strawberry.field(description="READY once the file is stored.")
     visibility: Visibility = strawberry.field(
         description="PRIVATE (owner only) or PUBLIC (the gallery)."
     )
@@ -90,12 +129,12 @@ class ModelType:
         """`kinds`: the viewer's LIKE and FAVORITE of it, and `owner`, loaded in batches
         (`model_nodes`, `card_nodes`) when the operation asks for them; None otherwise."""
         return cls(
-            id=strawberry.ID(row.id),
+            id=global_id("Model", row.id),
             name=row.name,
             description=row.description,
-            format=row.format,
+            format=ModelFormat(row.format),
             file_size=row.file_size,
-            status=row.status,
+            status=ModelStatus(row.status),
             visibility=Visibility(row.visibility),
             published_at=row.published_at,
             like_count=row.like_count,
@@ -109,27 +148,32 @@ class ModelType:
             row=row,
         )
 
+    @classmethod
+    async def resolve_nodes(cls, info: Info, ids: Sequence[str]) -> list[ModelType | None]:
+        """Those the viewer may see: their own, and public ones."""
+        viewer = await info.context.viewer()
+        rows = await ModelLoaders.of(info).model_by_id.load_many(ids)
+        visible = [row for row in rows if row is not None and can_see(row, viewer)]
+        nodes = {node.row.id: node for node in await model_nodes(info, visible)}
+        return [nodes.get(i) for i in ids]
+
     @strawberry.field(description="The request that produced the model; owner only.")
     async def source_request(
         self, info: Info
     ) -> Annotated[GenerationRequestType, strawberry.lazy("app.requests.types")] | None:
-        from app.requests.types import GenerationRequestType
-
         if not await self._viewer_owns(info) or self.row.request_id is None:
             return None
-        row = await info.context.loaders.request_by_id.load(self.row.request_id)
-        return GenerationRequestType(row=row) if row else None
+        node = await load_node(info, "GenerationRequest", self.row.request_id)
+        return cast("GenerationRequestType | None", node)
 
     @strawberry.field(description="The image the model was built from; owner only.")
     async def source_image(
         self, info: Info
     ) -> Annotated[GeneratedImageType, strawberry.lazy("app.requests.types")] | None:
-        from app.requests.types import GeneratedImageType
-
         if not await self._viewer_owns(info) or self.row.source_image_id is None:
             return None
-        row = await info.context.loaders.image_by_id.load(self.row.source_image_id)
-        return GeneratedImageType(row=row) if row else None
+        node = await load_node(info, "GeneratedImage", self.row.source_image_id)
+        return cast("GeneratedImageType | None", node)
 
     @strawberry.field(
         description="Every file of the model, the main one first: a GLB alone, or an OBJ "
@@ -201,9 +245,7 @@ def card_nodes(rows: Sequence[ModelCard], asked: Asked, extras: Extras) -> list[
         ModelType.of(
             row,
             kinds=_card_kinds(row, asked, extras),
-            owner=PublicProfile(id=strawberry.ID(row.owner_id), display_name=row.owner_name)
-            if asked.owner
-            else None,
+            owner=PublicProfile.of(row.owner_id, row.owner_name) if asked.owner else None,
         )
         for row in rows
     ]
@@ -234,18 +276,15 @@ async def model_nodes(info: Info, rows: Sequence[ModelRow]) -> list[ModelType]:
     if not rows:
         return []
     asked = Asked.of(info)
-    loaders = info.context.loaders
     kinds: Sequence[frozenset[str] | None] = [None] * len(rows)
     profiles: Sequence[PublicProfile | None] = [None] * len(rows)
     if asked.kinds:
+        loaders = ModelLoaders.of(info)
         kinds = await loaders.my_interactions.load_many([row.id for row in rows])
     if asked.owner:
-        users = await loaders.user_by_id.load_many([row.owner_id for row in rows])
+        users = await UserLoaders.of(info).user_by_id.load_many([row.owner_id for row in rows])
         profiles = [
-            PublicProfile(id=strawberry.ID(user.id), display_name=user.display_name)
-            if user
-            else None
-            for user in users
+            PublicProfile.of(user.id, user.display_name) if user else None for user in users
         ]
     return [
         ModelType.of(row, kinds=k, owner=p) for row, k, p in zip(rows, kinds, profiles, strict=True)
@@ -260,10 +299,25 @@ class ModelFileType:
     url: str = strawberry.field(description="A signed, expiring URL of the file.")
 
 
+Count = Callable[[AsyncSession], Awaitable[int]]
+
+
 @strawberry.type(description="A page of models.")
 class ModelConnection:
     edges: list[Edge[ModelType]] = strawberry.field(description="This page's items.")
     page_info: PageInfo = strawberry.field(description="Where this page sits.")
+    count: strawberry.Private[Count | None]
+
+    @strawberry.field(
+        description="How many models the whole list holds, all pages. Null for the public "
+        "gallery: counting it would read the whole gallery's index on every page, for "
+        "every visitor."
+    )
+    async def total_count(self, info: Info) -> int | None:
+        if self.count is None:
+            return None
+        async with info.context.read() as session:
+            return await self.count(session)
 
 
 @strawberry.type(description="A short-lived link to download a model file.")
@@ -275,7 +329,7 @@ class ModelDownload:
 
 @strawberry.type(description="The viewer's likes and favorites of one model.")
 class InteractionStatus:
-    model_id: strawberry.ID = strawberry.field(description="The model.")
+    model_id: strawberry.ID = strawberry.field(description="Global id of the model.")
     liked: bool = strawberry.field(description="The viewer likes it.")
     favorited: bool = strawberry.field(description="The viewer favorited it.")
 

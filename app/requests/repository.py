@@ -83,6 +83,14 @@ async def list_page(
     return list(result.scalars())
 
 
+async def count_of(session: AsyncSession, user_id: str, *, status: str | None) -> int:
+    """How many requests `user_id` has (of `status`): a count over the owner's index."""
+    query = select(func.count()).where(col(GenerationRequest.user_id) == user_id)
+    if status is not None:
+        query = query.where(col(GenerationRequest.status) == status)
+    return int((await session.execute(query)).scalar_one())
+
+
 async def images_of(session: AsyncSession, request_ids: Sequence[str]) -> list[GeneratedImage]:
     query = (
         select(GeneratedImage)
@@ -443,6 +451,11 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> list[Generation
 
 async def images_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[GeneratedImage]:
     result = await session.execute(select(GeneratedImage).where(col(GeneratedImage.id).in_(ids)))
+    return list(result.scalars())
+
+
+async def jobs_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[GenerationJob]:
+    result = await session.execute(select(GenerationJob).where(col(GenerationJob.id).in_(ids)))
     return list(result.scalars())
 
 

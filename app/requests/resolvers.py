@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from typing import Annotated
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,10 +12,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.bus import request_channel, user_channel
 from app.errors import BadUserInput
 from app.graphql.context import Info
-from app.graphql.pagination import check_first, decode_cursor, encode_cursor, paginate
+from app.graphql.pagination import (
+    DEFAULT_PAGE,
+    After,
+    First,
+    check_first,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+)
 from app.graphql.permissions import IsAuthenticated
+from app.graphql.relay import global_id
 from app.metrics import ACTIVE_SUBSCRIPTIONS, EVENTS_DELIVERED
+from app.models.types import ModelFormat
 from app.requests import repository, service
+from app.requests.enums import ProviderKind, RequestStatus
 from app.requests.errors import RequestNotFound
 from app.requests.stages import RESTING, Status
 from app.requests.stream import Follow, follow
@@ -22,37 +34,20 @@ from app.requests.types import (
     CreateRequestInput,
     GenerationRequestConnection,
     GenerationRequestType,
-    JobStatus,
-    ModelFormat,
-    ProviderKind,
     ProviderType,
     RequestEvent,
-    RequestStatus,
 )
 from app.tables import RequestEvent as EventRow
 from app.users import repository as users
 
+RequestId = Annotated[
+    strawberry.ID,
+    strawberry.argument(description="The request's global id (its row id is accepted too)."),
+]
+
 
 def to_event(row: EventRow) -> RequestEvent:
-    return RequestEvent(
-        request_id=strawberry.ID(row.request_id),
-        seq=row.seq,
-        user_seq=row.user_seq,
-        status=Status(row.status),
-        phase=row.phase,
-        step=row.step,
-        progress=row.progress,
-        progress_is_estimate=row.progress_estimated,
-        message=row.message,
-        error_code=row.error_code,
-        image_id=strawberry.ID(row.image_id) if row.image_id else None,
-        model_id=strawberry.ID(row.model_id) if row.model_id else None,
-        job_id=strawberry.ID(row.job_id) if row.job_id else None,
-        job_status=JobStatus(row.job_status) if row.job_status else None,
-        attempt=row.attempt,
-        next_attempt_at=row.next_attempt_at,
-        created_at=row.created_at,
-    )
+    return RequestEvent.of(row)
 
 
 def _policy(info: Info) -> service.Policy:
@@ -98,6 +93,7 @@ async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[Reques
             stream = follow(deps.db, deps.bus, spec, after=max(after, 0), rechecks=deps.rechecks)
             async for row in stream:
                 EVENTS_DELIVERED.inc()
+                info.context.event_cursor = getattr(row, spec.cursor_field)  # an SSE `id:`
                 yield to_event(row)
         finally:
             ACTIVE_SUBSCRIPTIONS.dec()
@@ -106,10 +102,11 @@ async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[Reques
 @strawberry.type
 class RequestQueries:
     @strawberry.field(
-        description="One of the viewer's requests; NOT_FOUND when it is not theirs.",
+        description="One of the viewer's requests. Null, with NOT_FOUND in `errors`, when it "
+        "is not theirs (the other fields of the query still answer).",
         permission_classes=[IsAuthenticated],
     )
-    async def request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
+    async def request(self, info: Info, id: RequestId) -> GenerationRequestType | None:
         viewer = await info.context.require_viewer()
         service.check_id(id, "id")
         async with info.context.read() as session:
@@ -125,9 +122,12 @@ class RequestQueries:
     async def requests(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        status: RequestStatus | None = None,  # type: ignore[valid-type]
+        first: First = DEFAULT_PAGE,
+        after: After = None,
+        status: Annotated[
+            RequestStatus | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Only the requests in this status; null: all."),
+        ] = None,
     ) -> GenerationRequestConnection:
         viewer = await info.context.require_viewer()
         limit = check_first(first)
@@ -144,7 +144,9 @@ class RequestQueries:
             cursor_of=lambda r: encode_cursor(r.created_at, r.id),
             node_of=lambda r: GenerationRequestType(row=r),
         )
-        return GenerationRequestConnection(edges=edges, page_info=page)
+        return GenerationRequestConnection(
+            edges=edges, page_info=page, owner_id=viewer.id, status=status
+        )
 
 
 @strawberry.type
@@ -168,7 +170,11 @@ class RequestMutations:
         description="Submit a prompt. Progress arrives through `requestUpdates`.",
         permission_classes=[IsAuthenticated],
     )
-    async def create_request(self, info: Info, input: CreateRequestInput) -> GenerationRequestType:
+    async def create_request(
+        self,
+        info: Info,
+        input: Annotated[CreateRequestInput, strawberry.argument(description="What to make.")],
+    ) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         deps = info.context.deps
         new = service.NewRequest(
@@ -195,7 +201,15 @@ class RequestMutations:
         permission_classes=[IsAuthenticated],
     )
     async def select_image(
-        self, info: Info, request_id: strawberry.ID, image_id: strawberry.ID
+        self,
+        info: Info,
+        request_id: RequestId,
+        image_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="Global id of one of its COMPLETED images (its row id is accepted too)."
+            ),
+        ],
     ) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
@@ -209,7 +223,7 @@ class RequestMutations:
         ),
         permission_classes=[IsAuthenticated],
     )
-    async def retry_request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
+    async def retry_request(self, info: Info, id: RequestId) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             row = await service.retry_request(unit, viewer, id, _policy(info))
@@ -222,7 +236,7 @@ class RequestMutations:
         ),
         permission_classes=[IsAuthenticated],
     )
-    async def cancel_request(self, info: Info, id: strawberry.ID) -> GenerationRequestType:
+    async def cancel_request(self, info: Info, id: RequestId) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             row = await service.cancel_request(unit, viewer, id)
@@ -231,15 +245,15 @@ class RequestMutations:
     @strawberry.mutation(
         description=(
             "Delete a request, its images and its history (cancelling it first if it is "
-            "still running); its model stays in the library. Returns its id."
+            "still running); its model stays in the library. Returns its global id."
         ),
         permission_classes=[IsAuthenticated],
     )
-    async def delete_request(self, info: Info, id: strawberry.ID) -> strawberry.ID:
+    async def delete_request(self, info: Info, id: RequestId) -> strawberry.ID:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             await service.delete_request(unit, viewer, id)
-        return id
+        return global_id("GenerationRequest", id)
 
 
 @strawberry.type
@@ -257,6 +271,7 @@ class RequestSubscriptions:
         self, info: Info, id: strawberry.ID, after_seq: int = 0
     ) -> AsyncGenerator[RequestEvent, None]:
         viewer = await info.context.require_viewer()
+        after_seq = info.context.resume_after(after_seq)  # or an SSE Last-Event-ID
         service.check_id(id, "id")
         last, status = await _request_state(info, id, viewer.id)
         _check_cursor(after_seq, last)
@@ -289,6 +304,7 @@ class RequestSubscriptions:
         self, info: Info, after_seq: int | None = None
     ) -> AsyncGenerator[RequestEvent, None]:
         viewer = await info.context.require_viewer()
+        after_seq = info.context.resume_after(after_seq)  # or an SSE Last-Event-ID
         last = await _user_seq(info, viewer.id)
         if after_seq is None:
             after_seq = last

@@ -317,7 +317,7 @@ async def create_request(
     await unit.session.flush()  # the job, the event and the ledger refer to the request row
     await _pay(unit, user, request, policy, images=new.image_count, model=new.auto_model)
     job = _new_job(request.id, "PROMPT")
-    unit.session.add(job)
+    unit.session.add_all([job, *_image_slots(request)])
     await _append_event(unit, request, state, message="request received")
     unit.messages.append(stage_message(request, Stage.OPTIMIZE_PROMPT, job.id))
     return request
@@ -392,21 +392,40 @@ def image_seed(request_id: str, index: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str]) -> None:
-    """Stores the prompt variants and fans out one image job per variant."""
-    request.optimized_prompts = prompts
-    for index, prompt in enumerate(prompts):
-        image = GeneratedImage(
-            request_id=request.id, index=index, prompt=prompt, seed=image_seed(request.id, index)
+def _image_slots(request: GenerationRequest) -> list[GeneratedImage]:
+    """One PENDING image per `image_count`, made with the request so that its first answer
+    shows them; each takes its prompt variant when optimization wrote them."""
+    return [
+        GeneratedImage(
+            request_id=request.id,
+            index=index,
+            prompt=request.prompt,
+            seed=image_seed(request.id, index),
         )
+        for index in range(request.image_count)
+    ]
+
+
+async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str]) -> None:
+    """Stores the prompt variants, gives each image slot its variant and fans out one
+    image job per slot. A slot the variants fall short of keeps the prompt itself; a
+    request created before slots were made with it gets its images here."""
+    request.optimized_prompts = prompts
+    slots = {image.index: image for image in await repository.images_of(unit.session, [request.id])}
+    if not slots:
+        slots = {image.index: image for image in _image_slots(request)}
+        unit.session.add_all(slots.values())
+    for index, image in sorted(slots.items()):
+        if index < len(prompts):
+            image.prompt = prompts[index]
         job = _new_job(request.id, "IMAGE", image.id)
-        unit.session.add_all([image, job])
+        unit.session.add(job)
         unit.messages.append(stage_message(request, Stage.GENERATE_IMAGE, job.id))
     await transition(
         unit,
         request,
         Status.IMAGE_GENERATING,
-        step=f"generating images (0 of {len(prompts)} ready)",
+        step=f"generating images (0 of {len(slots)} ready)",
         progress=PROGRESS_IMAGES_START,
     )
 

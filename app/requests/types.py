@@ -2,46 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from enum import Enum
 
 import strawberry
 
 from app.graphql.context import Info
 from app.graphql.pagination import Edge, PageInfo
-from app.models.types import ModelType, model_nodes, signed_url
-from app.requests import stages
+from app.graphql.relay import Node, global_id, global_id_or_none
+from app.models.loaders import ModelLoaders
+from app.models.types import ModelFormat, ModelType, model_nodes, signed_url
+from app.requests import repository, stages
+from app.requests.enums import (
+    ImageStatus,
+    JobKind,
+    JobStatus,
+    ProviderKind,
+    RequestPhase,
+    RequestPriority,
+    RequestStatus,
+)
+from app.requests.loaders import RequestLoaders
 from app.tables import GeneratedImage, GenerationJob, GenerationRequest
-
-RequestStatus = strawberry.enum(
-    stages.Status, name="RequestStatus", description="Where a request is in its lifecycle."
-)
-RequestPhase = strawberry.enum(
-    stages.Phase, name="RequestPhase", description="The four phases of a request."
-)
-
-
-@strawberry.enum(description="Status of one candidate image.")
-class ImageStatus(Enum):
-    PENDING = "PENDING"
-    GENERATING = "GENERATING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
+from app.tables import RequestEvent as EventRow
 
 
 @strawberry.type(name="GeneratedImage", description="One candidate image of a request.")
-class GeneratedImageType:
+class GeneratedImageType(Node):
     row: strawberry.Private[GeneratedImage]
 
-    @strawberry.field(description="Stable id; pass it to `selectImage`.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(self.row.id)
+    @classmethod
+    async def resolve_nodes(cls, info: Info, ids: Sequence[str]) -> list[GeneratedImageType | None]:
+        """The images of the viewer's own requests."""
+        loaders = RequestLoaders.of(info)
+        rows = await loaders.image_by_id.load_many(ids)
+        owned = await _owned(info, [row.request_id if row else None for row in rows])
+        return [
+            cls(row=row) if row and mine else None for row, mine in zip(rows, owned, strict=True)
+        ]
+
+    id: strawberry.ID = strawberry.field(
+        resolver=lambda root: global_id("GeneratedImage", root.row.id),
+        description="Global id of the image; pass it to `selectImage`.",
+    )
 
     @strawberry.field(description="Position among the request's images, from 0.")
     def index(self) -> int:
         return self.row.index
 
-    @strawberry.field(description="The prompt variant this image was generated from.")
+    @strawberry.field(
+        description="The prompt this image is generated from: the request's prompt while "
+        "the image is PENDING before prompt optimization, then the image's own variant."
+    )
     def prompt(self) -> str:
         return self.row.prompt
 
@@ -70,26 +82,6 @@ class GeneratedImageType:
         return self.row.provider
 
 
-@strawberry.enum(description="Queue a request's work waits in; HIGH is reserved to some roles.")
-class RequestPriority(Enum):
-    HIGH = "high"
-    DEFAULT = "default"
-    LOW = "low"
-
-
-@strawberry.enum(description="3D file formats.")
-class ModelFormat(Enum):
-    GLB = "glb"
-    OBJ = "obj"
-
-
-@strawberry.enum(description="What a provider does.")
-class ProviderKind(Enum):
-    LLM = "llm"
-    IMAGE = "image"
-    MODEL = "model"
-
-
 @strawberry.type(name="Provider", description="A configured vendor, in failover order.")
 class ProviderType:
     name: str = strawberry.field(description="Pass it as `imageProvider`/`modelProvider`.")
@@ -102,35 +94,27 @@ class ProviderType:
     )
 
 
-@strawberry.enum(description="Status of one unit of provider work.")
-class JobStatus(Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    RETRYING = "RETRYING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMEOUT = "TIMEOUT"
-
-
-@strawberry.enum(description="What a job does.")
-class JobKind(Enum):
-    PROMPT = "PROMPT"
-    IMAGE = "IMAGE"
-    MODEL = "MODEL"
-
-
 @strawberry.type(
     name="GenerationJob",
     description="One unit of provider work of a request: optimizing the prompt, one image, "
     "one 3D model. A transient failure shows RETRYING with the time of the next attempt.",
 )
-class GenerationJobType:
+class GenerationJobType(Node):
     row: strawberry.Private[GenerationJob]
 
-    @strawberry.field(description="Stable id of the job.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(self.row.id)
+    @classmethod
+    async def resolve_nodes(cls, info: Info, ids: Sequence[str]) -> list[GenerationJobType | None]:
+        """The jobs of the viewer's own requests."""
+        rows = await RequestLoaders.of(info).job_by_id.load_many(ids)
+        owned = await _owned(info, [row.request_id if row else None for row in rows])
+        return [
+            cls(row=row) if row and mine else None for row, mine in zip(rows, owned, strict=True)
+        ]
+
+    id: strawberry.ID = strawberry.field(
+        resolver=lambda root: global_id("GenerationJob", root.row.id),
+        description="Global id of the job.",
+    )
 
     @strawberry.field(description="PROMPT, IMAGE or MODEL.")
     def kind(self) -> JobKind:
@@ -156,9 +140,9 @@ class GenerationJobType:
     def error_message(self) -> str | None:
         return self.row.error_message
 
-    @strawberry.field(description="The image this job makes, or turns into a model.")
+    @strawberry.field(description="Global id of the image this job makes, or turns into a model.")
     def image_id(self) -> strawberry.ID | None:
-        return strawberry.ID(self.row.image_id) if self.row.image_id else None
+        return global_id_or_none("GeneratedImage", self.row.image_id)
 
     @strawberry.field(description="The provider that ran it, once known.")
     def provider(self) -> str | None:
@@ -170,12 +154,24 @@ class GenerationJobType:
 
 
 @strawberry.type(name="GenerationRequest", description="A prompt on its way to a 3D model.")
-class GenerationRequestType:
+class GenerationRequestType(Node):
     row: strawberry.Private[GenerationRequest]
 
-    @strawberry.field(description="Stable id of the request.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(self.row.id)
+    @classmethod
+    async def resolve_nodes(
+        cls, info: Info, ids: Sequence[str]
+    ) -> list[GenerationRequestType | None]:
+        """The viewer's own requests."""
+        viewer = await info.context.viewer()
+        rows = await RequestLoaders.of(info).request_by_id.load_many(ids)
+        return [
+            cls(row=row) if row and viewer and row.user_id == viewer.id else None for row in rows
+        ]
+
+    id: strawberry.ID = strawberry.field(
+        resolver=lambda root: global_id("GenerationRequest", root.row.id),
+        description="Global id of the request.",
+    )
 
     @strawberry.field(description="The prompt as the user wrote it.")
     def prompt(self) -> str:
@@ -245,10 +241,9 @@ class GenerationRequestType:
     def error_message(self) -> str | None:
         return self.row.error_message
 
-    @strawberry.field(description="The image chosen for 3D generation, if any.")
+    @strawberry.field(description="Global id of the image chosen for 3D generation, if any.")
     def selected_image_id(self) -> strawberry.ID | None:
-        selected = self.row.selected_image_id
-        return strawberry.ID(selected) if selected else None
+        return global_id_or_none("GeneratedImage", self.row.selected_image_id)
 
     @strawberry.field(description="When the request was created (UTC).")
     def created_at(self) -> datetime:
@@ -262,31 +257,54 @@ class GenerationRequestType:
     def completed_at(self) -> datetime | None:
         return self.row.completed_at
 
-    @strawberry.field(description="Candidate images, in index order.")
+    @strawberry.field(
+        description="Candidate images, in index order: one per `imageCount` from the moment "
+        "the request is created (PENDING until each is made), so a client can draw them."
+    )
     async def images(self, info: Info) -> list[GeneratedImageType]:
-        rows = await info.context.loaders.images_by_request.load(self.row.id)
+        rows = await RequestLoaders.of(info).images_by_request.load(self.row.id)
         return [GeneratedImageType(row=row) for row in rows]
 
     @strawberry.field(description="Its units of provider work, oldest first, retries included.")
     async def jobs(self, info: Info) -> list[GenerationJobType]:
-        rows = await info.context.loaders.jobs_by_request.load(self.row.id)
+        rows = await RequestLoaders.of(info).jobs_by_request.load(self.row.id)
         return [GenerationJobType(row=row) for row in rows]
 
     @strawberry.field(description="The 3D model this request produced, once COMPLETED.")
     async def model(self, info: Info) -> ModelType | None:
-        row = await info.context.loaders.model_by_request.load(self.row.id)
+        row = await ModelLoaders.of(info).model_by_request.load(self.row.id)
         return (await model_nodes(info, [row]))[0] if row else None
+
+
+async def _owned(info: Info, request_ids: Sequence[str | None]) -> list[bool]:
+    """Whether each request is the viewer's (False for None, and for an anonymous viewer)."""
+    viewer = await info.context.viewer()
+    if viewer is None:
+        return [False] * len(request_ids)
+    wanted = [i for i in request_ids if i is not None]
+    requests = await RequestLoaders.of(info).request_by_id.load_many(wanted)
+    mine = {r.id for r in requests if r is not None and r.user_id == viewer.id}
+    return [i in mine for i in request_ids]
 
 
 @strawberry.type(name="GenerationRequestConnection", description="A page of requests.")
 class GenerationRequestConnection:
     edges: list[Edge[GenerationRequestType]] = strawberry.field(description="This page's items.")
     page_info: PageInfo = strawberry.field(description="Where this page sits.")
+    owner_id: strawberry.Private[str]
+    status: strawberry.Private[str | None]
+
+    @strawberry.field(description="How many requests the whole list holds, all pages.")
+    async def total_count(self, info: Info) -> int:
+        async with info.context.read() as session:
+            return await repository.count_of(session, self.owner_id, status=self.status)
 
 
 @strawberry.type(description="One stage or status change of a request, as it happened.")
 class RequestEvent:
-    request_id: strawberry.ID = strawberry.field(description="The request that changed.")
+    request_id: strawberry.ID = strawberry.field(
+        description="Global id of the request that changed."
+    )
     seq: int = strawberry.field(description="Event number within the request, from 1.")
     user_seq: int = strawberry.field(
         description="Event number across all of the user's requests (`myRequestUpdates`)."
@@ -298,9 +316,15 @@ class RequestEvent:
     progress_is_estimate: bool = strawberry.field(description="Whether progress is estimated.")
     message: str | None = strawberry.field(description="Detail for people.")
     error_code: str | None = strawberry.field(description="Failure reason, on failures.")
-    image_id: strawberry.ID | None = strawberry.field(description="The image it concerns.")
-    model_id: strawberry.ID | None = strawberry.field(description="The model it produced.")
-    job_id: strawberry.ID | None = strawberry.field(description="The job it concerns, if one.")
+    image_id: strawberry.ID | None = strawberry.field(
+        description="Global id of the image it concerns."
+    )
+    model_id: strawberry.ID | None = strawberry.field(
+        description="Global id of the model it produced."
+    )
+    job_id: strawberry.ID | None = strawberry.field(
+        description="Global id of the job it concerns, if one."
+    )
     job_status: JobStatus | None = strawberry.field(
         description="That job's status: RETRYING when a transient failure will be retried."
     )
@@ -309,10 +333,34 @@ class RequestEvent:
         description="When a RETRYING job runs again (UTC)."
     )
     created_at: datetime = strawberry.field(description="When it happened (UTC).")
+    row_request_id: strawberry.Private[str]
+
+    @classmethod
+    def of(cls, row: EventRow) -> RequestEvent:
+        return cls(
+            request_id=global_id("GenerationRequest", row.request_id),
+            seq=row.seq,
+            user_seq=row.user_seq,
+            status=stages.Status(row.status),
+            phase=stages.Phase(row.phase),
+            step=row.step,
+            progress=row.progress,
+            progress_is_estimate=row.progress_estimated,
+            message=row.message,
+            error_code=row.error_code,
+            image_id=global_id_or_none("GeneratedImage", row.image_id),
+            model_id=global_id_or_none("Model", row.model_id),
+            job_id=global_id_or_none("GenerationJob", row.job_id),
+            job_status=JobStatus(row.job_status) if row.job_status else None,
+            attempt=row.attempt,
+            next_attempt_at=row.next_attempt_at,
+            created_at=row.created_at,
+            row_request_id=row.request_id,
+        )
 
     @strawberry.field(description="The request as it is now (not as of this event).")
     async def request(self, info: Info) -> GenerationRequestType | None:
-        row = await info.context.loaders.request_by_id.load(str(self.request_id))
+        row = await RequestLoaders.of(info).request_by_id.load(self.row_request_id)
         return GenerationRequestType(row=row) if row else None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
 from app.graphql.context import Info
@@ -26,7 +28,11 @@ class UserMutations:
         ),
         permission_classes=[IsAuthenticated],
     )
-    async def update_me(self, info: Info, input: UpdateMeInput) -> MeType:
+    async def update_me(
+        self,
+        info: Info,
+        input: Annotated[UpdateMeInput, strawberry.argument(description="The changes.")],
+    ) -> MeType:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             renamed = await service.rename(unit.session, viewer, input.display_name)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import unicodedata
-from dataclasses import replace
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,6 +96,27 @@ async def viewer_for(session: AsyncSession, claims: Claims, *, initial_credits: 
         user = await repository.get_by_external_id(session, claims.subject)
         assert user is not None, "a concurrent insert of this user must be visible now"
     return to_viewer(user)
+
+
+Sessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+@dataclass(frozen=True, slots=True)
+class Viewers:
+    """Claims → the viewer they name, the user created on first sight with
+    `initial_credits`. Handed to each operation's context through `Deps`."""
+
+    initial_credits: int = 0
+
+    async def of(self, claims: Claims, read: Sessions, write: Sessions) -> Viewer:
+        """Reads in `read` (the operation's shared session) for the common case, a known
+        user; creates the user in `write` otherwise."""
+        async with read() as session:
+            user = await repository.identity(session, claims.subject)
+        if user is not None:
+            return to_viewer(user)
+        async with write() as session:
+            return await viewer_for(session, claims, initial_credits=self.initial_credits)
 
 
 async def rename(session: AsyncSession, viewer: Viewer, display_name: str) -> Viewer:

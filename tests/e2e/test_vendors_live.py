@@ -146,7 +146,7 @@ async def test_the_documented_settings_run_the_pipeline_on_the_vendors(
     assert result["images"] == [{"provider": "dashscope", "status": "COMPLETED"}] * 2
     assert [c["outcome"] for c in hunyuan_calls if c["outcome"] != "ok"] == []
     model = result["model"]
-    assert (model["provider"], model["format"]) == ("hunyuan", "obj")
+    assert (model["provider"], model["format"]) == ("hunyuan", "OBJ")
     assert {f["name"] for f in model["files"]} >= {"model.obj", "material.mtl", "texture.png"}
     building = [e for e in events if e["status"] == "MODEL_GENERATING" and e["progress"]]
     assert any(e["progressIsEstimate"] for e in building), "Hunyuan gives no percentage"

@@ -11,7 +11,7 @@ expected for each actor:
 
 Outcomes:
 
-- "ok": it succeeds and shows the target (its id is in the result).
+- "ok": it succeeds and shows the target (its global id is in the result).
 - "public": it succeeds and shows the public side of the target only: none of the
   owner's private data (private models, requests, prompts, images, source links).
 - "empty": it succeeds but shows nothing of the owner's: an empty list, false flags,
@@ -43,10 +43,11 @@ from app.auth import Viewer
 from app.config import Settings
 from app.deps import Deps
 from app.graphql.context import Context
-from app.graphql.schema import schema
+from app.graphql.relay import global_id
 from app.models import service as models
 from app.requests import repository, service
 from app.requests.stages import Status
+from app.schema import schema
 from app.tables import GeneratedImage, GenerationJob, Model
 from tests.conftest import RecordingQueue, make_settings
 from tests.graphql.client import execute, http_request
@@ -76,17 +77,38 @@ def page(name: str, node: str) -> str:
     return f"{{ {name}(first: 50) {{ edges {{ node {{ {node} }} }} }} }}"
 
 
+# The GraphQL type of each target: its global id is what clients name it by.
+TYPES = {
+    "done": "GenerationRequest",
+    "private": "Model",
+    "public": "Model",
+    "published-request": "GenerationRequest",
+    "awaiting": "GenerationRequest",
+    "image": "GeneratedImage",
+    "running": "GenerationRequest",
+    "failed": "GenerationRequest",
+    "me": "Me",
+}
+
+
 @dataclass(frozen=True)
 class State:
     """What the owner has, built afresh for each case."""
 
     owner: Viewer
     other: Viewer
-    ids: dict[str, str]  # the targets a case may name in `on`
+    ids: dict[str, str]  # the targets a case may name in `on`, by row id
     secrets: frozenset[str]  # what only the owner may ever see
 
     def target(self, on: str | None) -> str | None:
-        return self.ids[on] if on else None
+        return self.gid(on) if on else None
+
+    def gid(self, on: str) -> str:
+        return global_id(TYPES[on], self.ids[on])
+
+    @property
+    def gids(self) -> list[str]:
+        return [self.gid(on) for on in self.ids]
 
 
 @dataclass(frozen=True)
@@ -99,7 +121,7 @@ class Case:
     owner: str
     other: str
     variables: Callable[[State], dict[str, Any]] | None = None  # default: {"id": target}
-    evidence: Callable[[State], list[str]] | None = None  # default: the target's id
+    evidence: Callable[[State], list[str]] | None = None  # default: the target's global id
     subscription: bool = False
 
     def variables_for(self, state: State) -> dict[str, Any]:
@@ -138,16 +160,44 @@ UPDATE_ME = """mutation M($input: UpdateMeInput!) {
   updateMe(input: $input) { id displayName role credits } }"""
 
 
+NODE = """query Q($id: ID!) { node(id: $id) { id
+  ... on GenerationRequest { prompt images { id prompt } }
+  ... on GeneratedImage { prompt url }
+  ... on Model { name sourceRequest { id prompt } sourceImage { id prompt } }
+  ... on Me { displayName credits } } }"""
+NODES = """query Q($ids: [ID!]!) { nodes(ids: $ids) { id
+  ... on GenerationRequest { prompt } ... on Model { name sourceRequest { id prompt } } } }"""
+
+
+def row_ids(on: str) -> Callable[[State], dict[str, Any]]:
+    """Variables naming the target by its row id, as clients did before global ids."""
+    return lambda s: {"id": s.ids[on]}
+
+
 def rename(state: State, on: str) -> dict[str, Any]:
     return {"id": state.ids[on], "input": {"name": "renamed by the caller"}}
 
 
 MATRIX: dict[str, tuple[Case, ...]] = {
     # ---- Query
+    "node": (
+        Case(NODE, "done", NOT_FOUND, OK, NOT_FOUND),
+        Case(NODE, "image", NOT_FOUND, OK, NOT_FOUND),
+        Case(NODE, "private", NOT_FOUND, OK, NOT_FOUND),
+        Case(NODE, "public", PUBLIC, OK, PUBLIC),
+        Case(NODE, "published-request", NOT_FOUND, OK, NOT_FOUND),
+        Case(NODE, "me", NOT_FOUND, OK, NOT_FOUND),
+    ),
+    "nodes": (
+        Case(NODES, "done", NOT_FOUND, OK, NOT_FOUND, variables=lambda s: {"ids": [s.gid("done")]}),
+        Case(NODES, "public", PUBLIC, OK, PUBLIC, variables=lambda s: {"ids": [s.gid("public")]}),
+    ),
     "request": (
         Case(REQUEST_QUERY, "done", UNAUTHENTICATED, OK, NOT_FOUND),
         # a public model's request stays as private as any other
         Case(REQUEST_QUERY, "published-request", UNAUTHENTICATED, OK, NOT_FOUND),
+        # the row id clients kept from before global ids names it as well, and no better
+        Case(REQUEST_QUERY, "done", UNAUTHENTICATED, OK, NOT_FOUND, variables=row_ids("done")),
     ),
     "requests": (Case(page("requests", REQUEST), "done", UNAUTHENTICATED, OK, EMPTY),),
     "myModels": (Case(page("myModels", MODEL), "private", UNAUTHENTICATED, OK, EMPTY),),
@@ -262,6 +312,7 @@ MATRIX: dict[str, tuple[Case, ...]] = {
     "likeModel": (
         model_case("likeModel", "private", NOT_FOUND),
         model_case("likeModel", "public", PUBLIC),
+        Case(by_id("likeModel"), "private", UNAUTHENTICATED, OK, NOT_FOUND, row_ids("private")),
     ),
     "unlikeModel": (
         model_case("unlikeModel", "private", NOT_FOUND),
@@ -283,6 +334,15 @@ MATRIX: dict[str, tuple[Case, ...]] = {
             UNAUTHENTICATED,
             OK,
             NOT_FOUND,
+            subscription=True,
+        ),
+        Case(
+            f"subscription S($id: ID!) {{ requestUpdates(id: $id) {{ {EVENT} }} }}",
+            "done",
+            UNAUTHENTICATED,
+            OK,
+            NOT_FOUND,
+            variables=row_ids("done"),
             subscription=True,
         ),
     ),
@@ -399,8 +459,21 @@ async def build_state(deps: Deps) -> State:
                 await models.set_interaction(unit, owner, model_id, kind, on=True)
 
     # The published model's request, images and jobs are secrets too: its file URLs
-    # show storage keys, and those are random (providers.storage.new_key).
-    secrets = frozenset({marker, private.id, *request_ids, *(i.id for i in images), *jobs})
+    # show storage keys, and those are random (providers.storage.new_key). So are their
+    # global ids.
+    secrets = frozenset(
+        {
+            marker,
+            private.id,
+            global_id("Model", private.id),
+            *request_ids,
+            *(global_id("GenerationRequest", i) for i in request_ids),
+            *(i.id for i in images),
+            *(global_id("GeneratedImage", i.id) for i in images),
+            *jobs,
+            *(global_id("GenerationJob", i) for i in jobs),
+        }
+    )
     image = next(i.id for i in images if i.request_id == awaiting)
     return State(
         owner=owner,
@@ -490,13 +563,14 @@ def check(name: str, case: Case, state: State, actor: str, got: Outcome) -> None
         missing = [e for e in evidence if e not in got.text]
         assert not missing, f"{where}\nthe target is not in the result: {missing}"
     elif expected == EMPTY:
-        theirs = [json.dumps(i) for i in state.ids.values()] + evidence
+        theirs = [json.dumps(i) for i in [*state.ids.values(), *state.gids]] + evidence
         shown = [e for e in theirs if e in got.text]
         assert not shown, f"{where}\nshows the owner's data: {shown}"
     else:
         assert got.errors, where
         assert got.errors[0]["extensions"]["code"] == expected, where
-        assert got.data is None or got.data.get(name) is None, where
+        shown = None if got.data is None else got.data.get(name)
+        assert shown is None or shown == [None] * len(shown), where  # `nodes`: one null each
 
 
 @pytest.mark.parametrize(("name", "case"), CASES)

@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from app.auth import Claims, Viewer
 from app.deps import Deps
+from app.graphql.relay import global_id, row_id
 from app.models import service
 from app.tables import Model, ModelInteraction, utcnow
 from app.users.service import viewer_for
@@ -125,7 +126,7 @@ async def test_publishing_puts_a_model_in_the_gallery_and_unpublishing_takes_it_
 
     async def gallery_ids() -> list[str]:
         page = await data(deps, GALLERY, {"first": 50, "sort": "LATEST"})
-        return [e["node"]["id"] for e in page["publicModels"]["edges"]]
+        return [row_id(e["node"]["id"]) for e in page["publicModels"]["edges"]]
 
     assert model.id not in await gallery_ids()
     published = await mutate(deps, "publishModel", model.id, owner.external_id)
@@ -150,11 +151,15 @@ async def test_likes_and_favorites_are_idempotent_and_reported_per_viewer(deps: 
         {"ids": [model.id]},
         user=fan.external_id,
     )
-    assert status["interactionStatus"] == [{"modelId": model.id, "liked": True, "favorited": True}]
+    assert status["interactionStatus"] == [
+        {"modelId": global_id("Model", model.id), "liked": True, "favorited": True}
+    ]
     as_owner = await data(deps, MODEL, {"id": model.id}, user=owner.external_id)
     assert as_owner["model"]["likedByMe"] is False
     listed = await data(deps, "{ likedModels { edges { node { id } } } }", user=fan.external_id)
-    assert [e["node"]["id"] for e in listed["likedModels"]["edges"]] == [model.id]
+    assert [e["node"]["id"] for e in listed["likedModels"]["edges"]] == [
+        global_id("Model", model.id)
+    ]
     for _ in range(2):
         unliked = await mutate(deps, "unlikeModel", model.id, fan.external_id)
     assert unliked["data"]["unlikeModel"]["likeCount"] == 0
@@ -220,7 +225,7 @@ async def test_deleting_a_model_removes_its_files_and_interactions(deps: Deps) -
         {"id": model.id},
         user=owner.external_id,
     )
-    assert deleted["deleteModel"] == model.id
+    assert deleted["deleteModel"] == global_id("Model", model.id)
     assert not await deps.storage.exists(model.file_key)
     assert model.preview_key is not None
     assert not await deps.storage.exists(model.preview_key)
@@ -277,7 +282,7 @@ async def test_walking_the_gallery_sees_each_model_once_while_others_are_publish
         page = (await data(deps, GALLERY, {"first": 4, "after": after, "sort": sort}))[
             "publicModels"
         ]
-        seen += [e["node"]["id"] for e in page["edges"]]
+        seen += [row_id(e["node"]["id"]) for e in page["edges"]]
         # newcomers arrive mid-walk, some more popular than anything already listed
         fresh = await make_model(deps, owner, public=True, download_count=99)
         await service_like(deps, fan, fresh.id)
@@ -304,18 +309,18 @@ async def test_fields_asked_through_fragments_and_aliases_are_answered(deps: Dep
       }
     """
     page = await data(deps, query, {"id": plain.id}, user=fan.external_id)
-    cards = {e["node"]["id"]: e["node"] for e in page["publicModels"]["edges"]}
+    cards = {row_id(e["node"]["id"]): e["node"] for e in page["publicModels"]["edges"]}
     assert cards[liked.id] == {
-        "id": liked.id,
+        "id": global_id("Model", liked.id),
         "mine": True,
         "maker": {"displayName": "fragment-owner"},
     }
     assert cards[plain.id]["mine"] is False
     assert page["likedModels"]["edges"] == [
-        {"node": {"id": liked.id, "likedByMe": True, "favoritedByMe": False}}
+        {"node": {"id": global_id("Model", liked.id), "likedByMe": True, "favoritedByMe": False}}
     ]
     assert page["model"] == {
-        "id": plain.id,
+        "id": global_id("Model", plain.id),
         "mine": False,
         "maker": {"displayName": "fragment-owner"},
     }

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from app.auth import Viewer
 from app.deps import Deps
 from app.errors import InsufficientCredits
+from app.graphql.relay import row_id
 from app.requests import service
 from app.requests.errors import RequestNotCancellable
 from app.requests.stages import Status
@@ -88,7 +89,7 @@ async def test_selecting_an_image_pays_for_the_model(deps: Deps) -> None:
         {"id": request_id},
         user="alice",
     )
-    image_id = images["request"]["images"][0]["id"]
+    image_id = row_id(images["request"]["images"][0]["id"])
     await set_balance(deps, viewer, 6)
     async with deps.unit() as unit:
         with pytest.raises(InsufficientCredits):

@@ -13,6 +13,7 @@ from sqlmodel import col
 from app.bus import user_channel
 from app.config import Settings
 from app.deps import Deps
+from app.graphql.relay import global_id
 from app.requests.service import Stage
 from app.requests.stages import Status
 from app.tables import (
@@ -97,7 +98,7 @@ async def test_a_deleted_requests_images_stop_answering_and_it_is_not_found(deps
     async with fetcher(deps) as client:
         assert [(await client.get(url)).status_code for url in urls] == [200, 200]
         deleted = await data(deps, DELETE, {"id": request_id}, user="alice")
-        assert deleted == {"deleteRequest": request_id}
+        assert deleted == {"deleteRequest": global_id("GenerationRequest", request_id)}
         after = [(await client.get(url)).status_code for url in urls]
     assert all(status in (403, 404) for status in after), after
     gone = await execute(deps, REQUEST, {"id": request_id}, user="alice")
@@ -129,7 +130,8 @@ async def test_the_ledger_keeps_a_deleted_requests_entries_and_still_balances(
     after = (await data(deps, LEDGER, user="alice"))["me"]
     assert after == before
     assert balances(after)
-    assert request_id in {edge["node"]["requestId"] for edge in after["ledger"]["edges"]}
+    named = {edge["node"]["requestId"] for edge in after["ledger"]["edges"]}
+    assert global_id("GenerationRequest", request_id) in named
 
 
 async def test_deleting_a_request_twice_is_not_found(deps: Deps) -> None:
@@ -165,7 +167,8 @@ async def test_deleting_a_running_request_cancels_it_refunds_once_and_its_stages
     assert await rows_of(deps, request_id) == {}
     me = (await data(deps, LEDGER, user="alice"))["me"]
     assert me["credits"] == deps.settings.initial_credits
-    mine = [e["node"] for e in me["ledger"]["edges"] if e["node"]["requestId"] == request_id]
+    named = global_id("GenerationRequest", request_id)
+    mine = [e["node"] for e in me["ledger"]["edges"] if e["node"]["requestId"] == named]
     # paid for its images and its model, each given back once
     assert sorted(entry["kind"] for entry in mine) == ["DEBIT", "DEBIT", "REFUND", "REFUND"]
     assert sum(entry["amount"] for entry in mine) == 0

@@ -16,6 +16,7 @@ import pytest
 from app.auth import TokenVerifier, Viewer
 from app.bus import InProcessBus
 from app.deps import Deps, build_deps
+from app.graphql.relay import global_id, row_id
 from app.migrate import upgrade_async
 from app.users.service import default_display_name
 from tests.conftest import RecordingQueue, make_settings
@@ -54,18 +55,20 @@ async def update_me(deps: Deps, token: str | None, name: str) -> dict[str, Any]:
 
 
 async def a_public_model_of(deps: Deps, token: str) -> str:
-    """The id of the token's user, who now has a model in the gallery."""
+    """The row id of the token's user, who now has a model in the gallery."""
     viewer = await me(deps, token)
-    owner = Viewer(id=viewer["id"], external_id="", display_name="", role="user")
+    owner = Viewer(id=row_id(viewer["id"]), external_id="", display_name="", role="user")
     await make_model(deps, owner, public=True)
-    return str(viewer["id"])
+    return owner.id
 
 
 async def gallery_owner(deps: Deps, owner_id: str) -> str:
     """The owner's name as an anonymous visitor sees it in the gallery."""
     edges = (await data(deps, GALLERY))["publicModels"]["edges"]
     [name] = {
-        e["node"]["owner"]["displayName"] for e in edges if e["node"]["owner"]["id"] == owner_id
+        e["node"]["owner"]["displayName"]
+        for e in edges
+        if e["node"]["owner"]["id"] == global_id("PublicProfile", owner_id)
     }
     return str(name)
 
@@ -92,7 +95,7 @@ async def test_update_me_renames_the_viewer_in_the_gallery_at_once(deps: Deps) -
 
     renamed = await update_me(deps, token, "  Countess   of Code ")
     assert renamed == {
-        "data": {"updateMe": {"id": owner_id, "displayName": "Countess of Code"}},
+        "data": {"updateMe": {"id": global_id("Me", owner_id), "displayName": "Countess of Code"}},
         "errors": [],
     }
     assert await gallery_owner(deps, owner_id) == "Countess of Code"
@@ -156,7 +159,7 @@ async def test_a_token_whose_name_is_no_valid_name_gives_a_neutral_name(
     deps: Deps, name: str
 ) -> None:
     viewer = await me(deps, named_token(deps, SUBJECT, name))
-    assert viewer["displayName"] == default_display_name(viewer["id"])
+    assert viewer["displayName"] == default_display_name(row_id(viewer["id"]))
 
 
 async def test_an_anonymous_update_me_is_unauthenticated(deps: Deps) -> None:

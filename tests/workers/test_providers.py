@@ -194,6 +194,6 @@ async def test_obj_models_are_stored_with_their_material_and_texture(deps: Deps)
     query = """query M($id: ID!) { model(id: $id) { format fileUrl
         files { name contentType size url } } }"""
     found = (await data(deps, query, {"id": model.id}, user="alice"))["model"]
-    assert found["format"] == "obj"
+    assert found["format"] == "OBJ"
     assert [f["name"] for f in found["files"]] == names
     assert all(f["url"] for f in found["files"])

@@ -1,16 +1,16 @@
-"""The schema: each room contributes its queries, mutations and subscriptions."""
+"""The schema: each room contributes its queries, mutations and subscriptions, on the
+kit of app/graphql. The one module above the rooms that knows them all."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-
 import strawberry
-from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.extensions import DisableIntrospection
 
 from app.graphql.errors import LumiSchema
 from app.graphql.limits import Limits
-from app.metrics import GRAPHQL_DURATION, OperationNames
+from app.graphql.relay import NodeQueries, accept_row_or_global_ids
+from app.graphql.timing import OperationTimer
+from app.metrics import OperationNames
 from app.models.resolvers import ModelMutations, ModelQueries
 from app.requests.resolvers import (
     ProviderQueries,
@@ -22,7 +22,7 @@ from app.users.resolvers import UserMutations, UserQueries
 
 
 @strawberry.type
-class Query(RequestQueries, ModelQueries, ProviderQueries, UserQueries):
+class Query(NodeQueries, RequestQueries, ModelQueries, ProviderQueries, UserQueries):
     pass
 
 
@@ -36,27 +36,9 @@ class Subscription(RequestSubscriptions):
     pass
 
 
-class OperationTimer(SchemaExtension):
-    """Times each operation for `lumi_graphql_operation_duration_seconds`."""
-
-    def __init__(self, names: OperationNames) -> None:
-        super().__init__()
-        self.names = names
-
-    @classmethod
-    def factory(cls, names: OperationNames) -> Callable[[], OperationTimer]:
-        return lambda: cls(names)
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        context = self.execution_context
-        try:
-            kind = context.operation_type.value
-        except RuntimeError:  # the document did not parse
-            kind = "invalid"
-        name = self.names.label(context.operation_name)
-        GRAPHQL_DURATION.labels(kind, name).observe(time.perf_counter() - started)
+# Every argument that names an object takes its global id, or the row id that clients
+# kept from before global ids.
+accept_row_or_global_ids(Query, Mutation, Subscription)
 
 
 def build_schema(
