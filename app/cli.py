@@ -1,5 +1,5 @@
 """`lumi`: serve the API, run workers, migrate the database, mint a development token,
-inspect and repair the job queues, run maintenance."""
+inspect and repair the job queues, run maintenance; generate and watch requests."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from app.auth import TokenVerifier
+from app.cli_generate import add_parsers as add_generate_parsers
 from app.config import Settings
 from app.observability import configure_logging, register_secrets
 
@@ -44,6 +45,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_max_size=settings.ws_max_message_bytes,
         timeout_keep_alive=int(settings.http_keep_alive_seconds),
+        # Subscriptions streamed over HTTP would hold a shutdown open for good.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         # Only LUMI_TRUSTED_PROXIES decides whose X-Forwarded-For names the client: left
         # unset, uvicorn would read FORWARDED_ALLOW_IPS or trust 127.0.0.1 on its own.
         proxy_headers=bool(settings.trusted_proxy_list),
@@ -260,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
     role.add_argument("role", help="e.g. user, priority, admin")
     user.set_defaults(run=_user)
     _maintenance_parser(commands)
+    add_generate_parsers(commands)  # generate, watch: a client of the public API
     export = commands.add_parser("schema", help="print the GraphQL SDL")
     export.set_defaults(run=_schema)
     return root
