@@ -6,7 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint schema bench soak
 
-run: $(STAMP)
+# GraphiQL's browser files (React, GraphiQL, its explorer plugin), served by the gateway
+# itself: installed by `npm ci` from app/web/package-lock.json (exact versions, each
+# tarball checked against its integrity hash), never committed. Without npm, or when the
+# install fails (no registry reachable), the gateway starts all the same and its GraphiQL
+# page says how to install them (README: "GraphiQL without internet").
+WEB := app/web
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
+
+run: $(STAMP) $(WEB_STAMP)
 	$(VENV)/bin/lumi serve
 
 # Two pytest workers (pytest-xdist): most tests wait on servers, sockets and subprocesses,
@@ -22,7 +30,7 @@ TEST_WORKERS ?= 2
 CLIENTS := tests/clients
 CLIENTS_STAMP := $(CLIENTS)/node_modules/.package-lock.json
 
-test: $(STAMP) $(CLIENTS_STAMP)
+test: $(STAMP) $(CLIENTS_STAMP) $(WEB_STAMP)
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -46,6 +54,13 @@ schema: $(STAMP)
 
 $(CLIENTS_STAMP): $(CLIENTS)/package-lock.json $(CLIENTS)/package.json
 	npm ci --prefix $(CLIENTS) --ignore-scripts --no-audit --no-fund
+
+$(WEB_STAMP): $(WEB)/package-lock.json $(WEB)/package.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "warning: npm is not installed, so neither are GraphiQL's files: see README, GraphiQL without internet" >&2; \
+	elif ! npm ci --prefix $(WEB) --ignore-scripts --no-audit --no-fund; then \
+	  echo "warning: npm ci failed in $(WEB), GraphiQL's files are not installed: see README, GraphiQL without internet" >&2; \
+	fi
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
