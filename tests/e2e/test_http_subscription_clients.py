@@ -65,19 +65,30 @@ def test_graphql_sse_follows_a_request_and_resumes_after_dropping_its_stream(
     assert rest[-1]["status"] == "COMPLETED"
 
 
-def test_apollo_client_follows_a_request_over_multipart(gateway: Server) -> None:
+def test_apollo_client_follows_a_request_over_multipart_and_resumes_after_dropping_it(
+    gateway: Server,
+) -> None:
     user = "apollo-multipart"
-    request_id = new_request(gateway, user)
+    followed, resumed = new_request(gateway, user), new_request(gateway, user)
     out = run_client(
         "apollo_multipart.mjs",
         LUMI_URL=gateway.graphql,
         LUMI_TOKEN=token_for(user),
-        LUMI_REQUEST_ID=request_id,
+        LUMI_REQUEST_ID=followed,
+        LUMI_RESUME_REQUEST_ID=resumed,
+        LUMI_DROP_AFTER="3",
     )
     assert out["contentType"].startswith("multipart/mixed"), out
     assert out["completed"], out
     assert_every_seq_once_in_order(out["events"])
     assert out["events"][-1]["status"] == "COMPLETED"
+    # Unsubscribed after three events, then resubscribed with afterSeq: 3.
+    dropped, rest = out["dropped"]["events"], out["resumed"]["events"]
+    assert [e["seq"] for e in dropped] == [1, 2, 3]
+    assert dropped[-1]["status"] not in {"COMPLETED", "FAILED", "CANCELLED"}
+    assert out["resumed"]["completed"], out
+    assert_every_seq_once_in_order(dropped + rest)
+    assert rest[-1]["status"] == "COMPLETED"
 
 
 def test_urql_follows_a_request_over_http(gateway: Server) -> None:
