@@ -45,6 +45,7 @@ from app.graphql.responses import (
     response_status,
 )
 from app.graphql.streams import HTTPSubscriptions
+from app.graphql.ws import TextWebSocketAdapter
 
 _CONTEXT = "lumi.context"  # where an HTTP exchange's context waits for its end
 _MEDIA_TYPE = "lumi.media_type"  # the media type the exchange answers in
@@ -60,6 +61,7 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
     """Strawberry's ASGI view, answering as the GraphQL-over-HTTP specification asks, every
     refused request as a JSON GraphQL error with `extensions.code`, and never with a 500."""
 
+    websocket_adapter_class = TextWebSocketAdapter
     # At most this many HTTP operations run at once (`LUMI_MAX_CONCURRENT_OPERATIONS`).
     admission: asyncio.Semaphore | None = None
     # The most operations one batch may hold (`LUMI_GRAPHQL_MAX_BATCH`).

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+from starlette.websockets import WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -27,6 +29,18 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
 from app.graphql.context import Context
+
+
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """Sends every message as a text frame. Strawberry sends a binary frame whenever the
+    view's JSON encoder returns bytes, as a fast encoder does for HTTP bodies; but both
+    websocket protocols carry JSON text, and browser clients parse only text frames."""
+
+    async def send_json(self, message: Any) -> None:
+        try:
+            await self.ws.send_text(self.view.encode_json_string(message))
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
 
 
 class Pinger:

@@ -50,7 +50,10 @@ async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
 
 
 async def receive(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
-    return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+    frame = await asyncio.wait_for(ws.recv(), timeout)
+    # JSON text, as the protocol says: browsers' clients parse nothing else.
+    assert isinstance(frame, str), f"a binary frame: {frame!r}"
+    return dict(json.loads(frame))
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5) -> int | None:
