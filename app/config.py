@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     graphiql: bool | None = Field(
         default=None, description="GraphiQL at GET /graphql; default: on, off in production."
     )
+    studio: bool | None = Field(
+        default=None, description="The studio page at GET /; default: on, off in production."
+    )
     cors_origins: str = Field(
         default="",
         description="Comma-separated origins allowed to call the API from a browser "
@@ -522,6 +525,10 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def studio_enabled(self) -> bool:
+        return self.studio if self.studio is not None else self.env != "production"
 
     @property
     def trusted_proxy_list(self) -> list[str]:

@@ -36,6 +36,7 @@ from app.routes import routes
 from app.schema import build_schema
 from app.tables import utcnow
 from app.web.assets import Assets
+from app.web.studio import STUDIO_ASSETS, studio_routes
 from providers.s3 import S3Storage
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,11 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         routes=[
             *routes,
             # The files of the pages that are on, and nothing else (app/web/assets.py).
-            Assets(GRAPHIQL_ASSETS if settings.graphiql_enabled else ()).route(),
+            Assets(
+                (GRAPHIQL_ASSETS if settings.graphiql_enabled else ())
+                + (STUDIO_ASSETS if settings.studio_enabled else ())
+            ).route(),
+            *studio_routes(settings),  # GET /, when on
             # Every method reaches the view, which answers the others 405 as JSON.
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
