@@ -125,6 +125,22 @@ class Settings(BaseSettings):
     )
     file_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+    # Each snapshot holds a row per public model and counter sort, and the versions of
+    # the last `keep` seconds stay: about 3 x public models x keep / ranking rows.
+    gallery_ranking_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="A new walk through a counter sort of the gallery (POPULAR, MOST_LIKED, "
+        "MOST_DOWNLOADED) ranks it anew when its newest ranking is older than this.",
+    )
+    gallery_ranking_keep_seconds: float = Field(
+        default=1800,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="A ranking stays this long after a newer one replaced it: how long a "
+        "walk through a counter sort may take.",
+    )
 
     # Queue and bus.
     broker: Literal["embedded", "redis"] = "embedded"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
@@ -16,6 +16,11 @@ from app.config import Settings
 from app.db import Database, create_engine
 from app.graphql.limits import SubscriptionSlots
 from app.graphql.persisted import PersistedQueries
+from app.models.changes import PublicChanges
+
+if TYPE_CHECKING:
+    from app.models.cache import ResponseCache
+from app.models.ranking import Rankings
 from app.queue import JobQueue
 from app.ratelimit import MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter, Throttle
 from app.requests.stream import Rechecks
@@ -53,19 +58,25 @@ class Deps:
     http: httpx.AsyncClient
     rechecks: Rechecks  # the safety net of this process's subscriptions
     viewers: Viewers  # a token's claims → its user
+    rankings: Rankings  # this process's view of the gallery's ranking snapshots
     # One client for every Redis-backed part (vendor slots, rate limits, auth cache);
     # None when nothing uses Redis.
     redis: Any = None
     throttle: Throttle | None = None
     subscription_slots: SubscriptionSlots | None = None
     persisted_queries: PersistedQueries | None = None
+    # Who hears of changes to the public library (app/models/changes.py).
+    public_changes: PublicChanges = field(default_factory=PublicChanges)
+    # Answers of public queries, dropped as those changes come (app/models/cache.py).
+    response_cache: ResponseCache | None = None
 
     def unit(self) -> AbstractAsyncContextManager[Unit]:
         """A write transaction whose events, messages and file deletions happen after it
         commits."""
-        return unit_of_work(self.db, self.bus, self.queue, self.storage)
+        return unit_of_work(self.db, self.bus, self.queue, self.storage, self.public_changes)
 
     async def aclose(self) -> None:
+        await self.public_changes.aclose()
         await self.rechecks.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -225,7 +236,7 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
 
         redis = Redis.from_url(settings.redis_url)
     db = Database(create_engine(settings.resolved_database_url))
-    return Deps(
+    deps = Deps(
         settings=settings,
         db=db,
         bus=bus,
@@ -242,7 +253,29 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
         ),
         rechecks=Rechecks(db, settings.subscription_recheck_seconds),
         viewers=Viewers(initial_credits=settings.initial_credits),
+        rankings=Rankings(
+            every=settings.gallery_ranking_seconds, keep=settings.gallery_ranking_keep_seconds
+        ),
         persisted_queries=PersistedQueries.from_settings(settings, redis),
+        public_changes=PublicChanges(bus),
+    )
+    deps.response_cache = build_response_cache(settings, deps)
+    return deps
+
+
+def build_response_cache(settings: Settings, deps: Deps) -> ResponseCache | None:
+    """The response cache, when on. An answer lives at most its TTL, and never more than
+    a tenth of a signed file link's lifetime: the links it holds stay valid."""
+    if settings.response_cache_max_entries <= 0 or settings.response_cache_max_bytes <= 0:
+        return None
+    from app.models.cache import ResponseCache
+
+    ttl = min(settings.response_cache_ttl_seconds, settings.file_url_ttl_seconds / 10)
+    return ResponseCache(
+        deps,
+        max_entries=settings.response_cache_max_entries,
+        max_bytes=settings.response_cache_max_bytes,
+        ttl_seconds=ttl,
     )
 
 

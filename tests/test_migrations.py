@@ -84,6 +84,8 @@ def collations(connection: Connection) -> tuple[dict[str, str | None], dict[str,
     found: dict[str, str | None] = {}
     inspector = inspect(connection)
     for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):  # made by a revision after this one
+            continue
         reflected = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             impl = column.type.dialect_impl(connection.dialect)

@@ -1,4 +1,5 @@
-"""Relay-style connections: opaque cursors over (created_at, id)."""
+"""Relay-style connections: opaque cursors over (sort value, id), or over a position in a
+ranking snapshot."""
 
 from __future__ import annotations
 
@@ -78,6 +79,39 @@ def decode_cursor(cursor: str | None, *, timed: bool = True) -> Cursor | None:
     except (ValueError, TypeError, IndexError, KeyError, binascii.Error) as exc:
         raise BadUserInput("after is not a valid cursor", field="after") from exc
     return Cursor(value, row_id, as_of)
+
+
+@dataclass(frozen=True, slots=True)
+class RankCursor:
+    """A place in a walk through a ranked list: the sort, the snapshot's version, and
+    the position of the last item seen."""
+
+    sort: str
+    version: int
+    position: int
+
+
+_RANKED = "ranked"  # the first part of a rank cursor, which no other cursor has
+
+
+def encode_rank_cursor(sort: str, version: int, position: int) -> str:
+    parts = [_RANKED, sort, version, position]
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
+
+
+def decode_rank_cursor(cursor: str | None, sort: str) -> RankCursor | None:
+    """Reads a rank cursor of `sort`; any other cursor is BAD_USER_INPUT."""
+    if cursor is None:
+        return None
+    try:
+        kind, cursor_sort, version, position = json.loads(base64.urlsafe_b64decode(cursor))
+        if kind != _RANKED or not all(isinstance(v, int) for v in (version, position)):
+            raise ValueError("not a rank cursor")
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise BadUserInput("after is not a valid cursor", field="after") from exc
+    if cursor_sort != sort:
+        raise BadUserInput(f"after is a cursor of another sort than {sort}", field="after")
+    return RankCursor(sort, version, position)
 
 
 def _aware(text: str) -> datetime:

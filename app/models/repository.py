@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
-from app.tables import Model, ModelInteraction, User, utcnow
+from app.tables import GalleryRank, Model, ModelInteraction, User, utcnow
 
 # What each interaction adds to the counters (and to popularity, which weighs them).
 COUNTER = {"LIKE": "like_count", "FAVORITE": "favorite_count"}
@@ -128,10 +128,14 @@ _MODEL_COLUMNS = tuple(c for c in Model.__table__.columns if c.key != "updated_a
 
 
 @functools.cache
-def _cards(owner: bool, viewer: bool) -> Select[Any]:
+def _cards(owner: bool, viewer: bool, *, ranked: bool = False) -> Select[Any]:
     """SELECT a model's columns and the asked extras, in one statement; with `viewer`,
-    the parameter `viewer_id`."""
+    the parameter `viewer_id`; `ranked`, from the rows of a ranking snapshot first."""
     query: Select[Any] = select(*_MODEL_COLUMNS)
+    if ranked:
+        query = query.select_from(GalleryRank).join(
+            Model, col(Model.id) == col(GalleryRank.model_id)
+        )
     if owner:
         query = query.add_columns(col(User.display_name).label("owner_name")).join(
             User, col(User.id) == col(Model.owner_id)
@@ -178,7 +182,32 @@ def _public_query(sort: str, paged: bool, owner: bool, viewer: bool) -> Select[A
     query = _cards(owner, viewer).where(
         col(Model.visibility) == "PUBLIC", col(Model.published_at) <= bindparam("as_of")
     )
+    # Models first, read in order from ix_models_public_latest: MariaDB otherwise may
+    # start from users (when few own many models) and sort every public model.
+    query = query.prefix_with("STRAIGHT_JOIN", dialect="mysql")
     return _paged(query, col(SORT_COLUMNS[sort]), paged=paged)
+
+
+@functools.cache
+def _ranked_query(paged: bool, owner: bool, viewer: bool) -> Select[Any]:
+    """The rows of one sort of one snapshot after a position (the primary key's range),
+    joined to the live models: counts as they are now, and only models still public."""
+    position = col(GalleryRank.position)
+    query = (
+        _cards(owner, viewer, ranked=True)
+        .add_columns(position.label("rank_position"))
+        .where(
+            col(GalleryRank.version) == bindparam("version"),
+            col(GalleryRank.sort) == bindparam("sort"),
+            col(Model.visibility) == "PUBLIC",
+        )
+        # MariaDB would rather start from a model index (or the owners) and sort what
+        # it joined; in the order written, a page reads `limit` ranks and their models.
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
+    )
+    if paged:
+        query = query.where(position > bindparam("after_position"))
+    return query.order_by(position).limit(bindparam("limit"))
 
 
 @functools.cache
@@ -225,10 +254,30 @@ async def list_public(
     as_of: datetime,
     extras: Extras = Extras(),
 ) -> list[ModelCard]:
-    """Public models by `sort`; only those published by `as_of`, so a walk through the
-    pages is not shifted by models published during it."""
+    """Public models by `sort` from their live columns (LATEST; the counter sorts read
+    `list_ranked`); only those published by `as_of`, so a walk through the pages is not
+    shifted by models published during it."""
     query = _public_query(sort, after is not None, extras.owner, extras.viewer_id is not None)
     return await _fetch_cards(session, query, _params(extras, limit, after, as_of=as_of))
+
+
+async def list_ranked(
+    session: AsyncSession,
+    sort: str,
+    *,
+    version: int,
+    limit: int,
+    after: int | None,
+    extras: Extras = Extras(),
+) -> list[tuple[ModelCard, int]]:
+    """Public models in the order of snapshot `version` of `sort` (a counter sort), after
+    position `after`, each with its position."""
+    query = _ranked_query(after is not None, extras.owner, extras.viewer_id is not None)
+    params = _params(extras, limit, None, version=version, sort=sort)
+    if after is not None:
+        params["after_position"] = after
+    rows = await _fetch_cards(session, query, params)
+    return [(row, row.rank_position) for row in cast(list[Any], rows)]
 
 
 async def list_interacted(
@@ -269,13 +318,33 @@ async def count_interacted(session: AsyncSession, user_id: str, kind: str) -> in
     return int((await session.execute(query)).scalar_one())
 
 
+class InteractionRow(Protocol):
+    """One like or favorite of a user: which model, which kind."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+
+
+_INTERACTIONS_TABLE = ModelInteraction.__table__  # type: ignore[attr-defined]
+# Built once, of the table's columns: every signed-in gallery read asks, and building
+# the statement, its cache key and an ORM object per row cost more than the query.
+_INTERACTIONS_OF = select(_INTERACTIONS_TABLE.c.model_id, _INTERACTIONS_TABLE.c.type).where(
+    _INTERACTIONS_TABLE.c.user_id == bindparam("user_id"),
+    _INTERACTIONS_TABLE.c.model_id.in_(bindparam("model_ids", expanding=True)),
+)
+
+
 async def interactions_of(
     session: AsyncSession, user_id: str, model_ids: Sequence[str]
-) -> list[ModelInteraction]:
-    query = select(ModelInteraction).where(
-        col(ModelInteraction.user_id) == user_id, col(ModelInteraction.model_id).in_(model_ids)
-    )
-    return list((await session.execute(query)).scalars())
+) -> list[InteractionRow]:
+    """The user's likes and favorites of `model_ids`."""
+    if not model_ids:
+        return []
+    params = {"user_id": user_id, "model_ids": list(model_ids)}
+    rows = (await session.execute(_INTERACTIONS_OF, params)).all()
+    return cast(list[InteractionRow], rows)
 
 
 async def add_interaction(session: AsyncSession, user_id: str, model_id: str, kind: str) -> bool:

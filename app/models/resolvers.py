@@ -15,16 +15,20 @@ from app.graphql.pagination import (
     MAX_PAGE,
     After,
     First,
+    RankCursor,
     check_first,
     decode_cursor,
+    decode_rank_cursor,
     encode_cursor,
+    encode_rank_cursor,
     paginate,
 )
 from app.graphql.permissions import IsAnyone, IsAuthenticated
 from app.graphql.relay import global_id
-from app.models import repository, service
+from app.models import repository, service, snapshots
+from app.models.errors import RankingExpired
 from app.models.loaders import ModelLoaders
-from app.models.repository import ModelCard
+from app.models.repository import Extras, ModelCard
 from app.models.types import (
     Asked,
     Count,
@@ -44,11 +48,6 @@ ModelId = Annotated[
     strawberry.ID,
     strawberry.argument(description="The model's global id (its row id is accepted too)."),
 ]
-
-
-def _sort_value(row: ModelCard, sort: ModelSort) -> object:
-    column = repository.SORT_COLUMNS[sort.value]
-    return getattr(row, column.key)
 
 
 @strawberry.type
@@ -79,8 +78,11 @@ class ModelQueries:
 
     @strawberry.field(
         description=(
-            "The public gallery. A walk through its pages sees the gallery as it was at the "
-            "first page: models published meanwhile appear on a new walk."
+            "The public gallery. A walk through its pages sees each model at most once and "
+            "skips none that stays public: LATEST lists the gallery as it was at the first "
+            "page; the other sorts follow a ranking taken at most "
+            "LUMI_GALLERY_RANKING_SECONDS before the first page, while each card shows its "
+            "counts as they are now. Models published meanwhile appear on a new walk."
         ),
         permission_classes=[IsAnyone],
     )
@@ -94,24 +96,9 @@ class ModelQueries:
         ] = ModelSort.LATEST,
     ) -> ModelConnection:
         limit = check_first(first)
-        timed = sort is ModelSort.LATEST
-        cursor = decode_cursor(after, timed=timed)
-        as_of = (cursor.as_of if cursor else None) or utcnow()
-        position = (cursor.value, cursor.row_id) if cursor else None
-        asked = Asked.of(info)
-        extras = await asked.extras(info)
-        async with info.context.read() as session:
-            rows = await repository.list_public(
-                session, sort.value, limit=limit + 1, after=position, as_of=as_of, extras=extras
-            )
-        return _connection(
-            rows,
-            card_nodes(rows[:limit], asked, extras),
-            limit=limit,
-            after=after,
-            cursor_of=lambda r: encode_cursor(_sort_value(r, sort), r.id, as_of),  # type: ignore[arg-type]
-            count=None,  # see ModelConnection.total_count
-        )
+        if sort is ModelSort.LATEST:
+            return await _latest(info, limit, after)
+        return await _ranked(info, sort.value, limit, after)
 
     @strawberry.field(
         description="A model the viewer may see: their own, or a public one. Null, with "
@@ -164,6 +151,71 @@ class ModelQueries:
             )
             for i, k in zip(ids, kinds, strict=True)
         ]
+
+
+async def _latest(info: Info, limit: int, after: str | None) -> ModelConnection:
+    """LATEST by keyset on (published_at, id), as of the walk's first page."""
+    cursor = decode_cursor(after)
+    as_of = (cursor.as_of if cursor else None) or utcnow()
+    position = (cursor.value, cursor.row_id) if cursor else None
+    asked = Asked.of(info)
+    extras = await asked.extras(info)
+    async with info.context.read() as session:
+        rows = await repository.list_public(
+            session, "LATEST", limit=limit + 1, after=position, as_of=as_of, extras=extras
+        )
+    return _connection(
+        rows,
+        card_nodes(rows[:limit], asked, extras),
+        limit=limit,
+        after=after,
+        cursor_of=lambda r: encode_cursor(r.published_at, r.id, as_of),  # type: ignore[arg-type]
+        count=None,  # see ModelConnection.total_count
+    )
+
+
+async def _ranked(info: Info, sort: str, limit: int, after: str | None) -> ModelConnection:
+    """A counter sort, from one ranking snapshot: the newest for a first page (see
+    app/models/ranking.py), the cursor's for the pages after."""
+    cursor = decode_rank_cursor(after, sort)
+    if cursor is None:
+        deps = info.context.deps
+        version = (await deps.rankings.newest(deps.db, deps.public_changes)).version
+    else:
+        version = cursor.version
+    asked = Asked.of(info)
+    extras = await asked.extras(info)
+    rows = await _ranked_rows(info, sort, version, limit, cursor, extras)
+    if not rows and cursor is None:
+        # A read transaction begun before the snapshot was committed (SQLite keeps the
+        # snapshot a transaction began with) does not see it: read it in a new one.
+        await info.context.end_reads()
+        rows = await _ranked_rows(info, sort, version, limit, cursor, extras)
+    positions = {card.id: position for card, position in rows}
+    cards = [card for card, _ in rows]
+    return _connection(
+        cards,
+        card_nodes(cards[:limit], asked, extras),
+        limit=limit,
+        after=after,
+        cursor_of=lambda r: encode_rank_cursor(sort, version, positions[r.id]),
+        count=None,  # see ModelConnection.total_count
+    )
+
+
+async def _ranked_rows(
+    info: Info, sort: str, version: int, limit: int, cursor: RankCursor | None, extras: Extras
+) -> list[tuple[ModelCard, int]]:
+    """`limit + 1` rows of the snapshot; RankingExpired when a cursor's is gone (its page,
+    like a last page's, is empty: only then is it looked up)."""
+    after = cursor.position if cursor else None
+    async with info.context.read() as session:
+        rows = await repository.list_ranked(
+            session, sort, version=version, limit=limit + 1, after=after, extras=extras
+        )
+        if not rows and cursor is not None and not await snapshots.exists(session, version):
+            raise RankingExpired()
+    return rows
 
 
 async def _interacted(

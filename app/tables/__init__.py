@@ -3,6 +3,8 @@
 from app.tables.base import metadata, new_id, utcnow
 from app.tables.credit_entry import CreditEntry
 from app.tables.dead_letter import DeadLetter
+from app.tables.gallery_rank import GalleryRank
+from app.tables.gallery_ranking import GalleryRanking
 from app.tables.generated_image import GeneratedImage
 from app.tables.generation_job import GenerationJob
 from app.tables.generation_request import GenerationRequest
@@ -14,6 +16,8 @@ from app.tables.user import User
 __all__ = [
     "CreditEntry",
     "DeadLetter",
+    "GalleryRank",
+    "GalleryRanking",
     "GeneratedImage",
     "GenerationJob",
     "GenerationRequest",
