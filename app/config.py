@@ -368,6 +368,24 @@ class Settings(BaseSettings):
         description="Cache-Control max-age of an anonymous persisted query over GET answered "
         "without errors (public data, shared by HTTP caches); 0: never cacheable.",
     )
+    response_cache_max_entries: int = Field(
+        default=10_000,
+        ge=0,
+        description="Answers of public queries (the gallery, a public model) each API process "
+        "keeps, invalidated live through the bus; the least recently used go first; 0: off.",
+    )
+    response_cache_max_bytes: int = Field(
+        default=64_000_000,
+        ge=0,
+        description="The most bytes of answers the response cache holds per API process.",
+    )
+    response_cache_ttl_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="The longest a cached answer is kept even when nothing changes (a safety "
+        "net; never more than a tenth of LUMI_FILE_URL_TTL_SECONDS, so its links stay valid).",
+    )
 
     # Websockets.
     ws_init_timeout_seconds: float = Field(

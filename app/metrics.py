@@ -84,6 +84,30 @@ QUEUE_DEPTH = _on(
     Gauge("lumi_queue_depth", "Messages waiting in each broker queue.", ["queue"], registry=None),
 )
 
+RESPONSE_CACHE_REQUESTS = _on(
+    API,
+    Counter(
+        "lumi_response_cache_requests_total",
+        "GraphQL operations over HTTP by what the response cache did: `hit` (answered from "
+        "it), `miss` (made and kept), `bypass` (not cacheable, or the cache is off).",
+        ["result"],
+        registry=None,
+    ),
+)
+RESPONSE_CACHE_DROPS = _on(
+    API,
+    Counter(
+        "lumi_response_cache_invalidations_total",
+        "Cached answers dropped, by reason: `changed` (what they show changed), `resync` "
+        "and `bus down` (changes may have been missed), `expired`, `evicted`, `replaced`.",
+        ["reason"],
+        registry=None,
+    ),
+)
+RESPONSE_CACHE_BYTES = _on(
+    API, Gauge("lumi_response_cache_bytes", "Bytes the response cache holds.", registry=None)
+)
+
 # Measured wherever stages run: worker processes, and the API with the embedded broker.
 EVENTS_PUBLISHED = _on(
     EVERY_PROCESS,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.bus import EventBus, request_channel, user_channel
 from app.db import Database
 from app.metrics import EVENTS_PUBLISHED
+from app.models.changes import PublicChange, PublicChanges
 from app.queue import JobQueue, StageMessage
 from app.tables import RequestEvent
 from providers.storage import Storage
@@ -32,6 +33,8 @@ class Unit:
     events: list[RequestEvent] = field(default_factory=list)
     messages: list[StageMessage] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)  # storage keys to delete
+    # What the transaction changes of the public library, announced after commit.
+    public_changes: list[PublicChange] = field(default_factory=list)
 
 
 def event_payload(event: RequestEvent) -> dict[str, object]:
@@ -49,11 +52,18 @@ async def publish_events(bus: EventBus, events: list[RequestEvent]) -> None:
 
 @asynccontextmanager
 async def unit_of_work(
-    db: Database, bus: EventBus, queue: JobQueue, storage: Storage
+    db: Database,
+    bus: EventBus,
+    queue: JobQueue,
+    storage: Storage,
+    changes: PublicChanges | None = None,
 ) -> AsyncIterator[Unit]:
     async with db.write() as session:
         unit = Unit(session)
         yield unit
+    if changes is not None:  # first: cached answers go stale from this moment
+        for change in unit.public_changes:
+            await changes.announce(change)
     await publish_events(bus, unit.events)
     if unit.messages:
         # Off the event loop: the Redis broker's enqueue is a blocking call.

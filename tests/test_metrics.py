@@ -35,6 +35,9 @@ def test_only_the_api_registry_holds_what_only_the_api_measures() -> None:
         "lumi_events_delivered",
         "lumi_jobs",
         "lumi_queue_depth",
+        "lumi_response_cache_requests",
+        "lumi_response_cache_invalidations",
+        "lumi_response_cache_bytes",
     }
     everywhere = {"lumi_provider_latency_seconds", "process_resident_memory_bytes", "python_info"}
     assert everywhere <= names(API_REGISTRY) & names(WORKER_REGISTRY)

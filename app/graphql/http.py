@@ -8,6 +8,7 @@ GraphQL-over-HTTP specification.
   subscription needs a streaming transport and is refused without one.
 - Batches (a JSON array): each operation runs in turn, alone, as if sent by itself.
 - Persisted queries (`persisted.py`), over GET and POST.
+- The response cache (`app/models/cache.py`) answers public queries before anything else runs.
 - Every refused request is a JSON GraphQL response with `extensions.code`.
 """
 
@@ -36,9 +37,12 @@ from app.errors import LumiError
 from app.graphql.context import Context
 from app.graphql.ide import graphiql_page
 from app.graphql.responses import (
+    COUNTED,
     GRAPHQL_RESPONSE,
     JSON,
     RequestRefused,
+    cache_headers,
+    encode_json,
     is_request_error,
     negotiate,
     request_error,
@@ -82,9 +86,10 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         media_type = scope[_MEDIA_TYPE] = negotiate(Headers(scope=scope).get("accept"))
+        request = Request(scope, receive)
         async with self.admission or contextlib.nullcontext():
             try:
-                response = await self.run(Request(scope, receive))
+                response = await self._cached(request, media_type) or await self.run(request)
             except RequestRefused as exc:
                 response = exc.response(media_type)
             except HTTPException as exc:
@@ -96,6 +101,14 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
             if context is not None:  # its connection goes back before the answer is sent
                 await context.end_reads()
         await response(scope, receive, send)
+
+    async def _cached(self, request: Request, media_type: str) -> Response | None:
+        """The answer of the response cache, when it has one (app/models/cache.py)."""
+        cache = request.app.state.deps.response_cache
+        if cache is None:
+            return None
+        response: Response | None = await cache.answer(self.schema, request, media_type)
+        return response
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         """For a browser (Accept: text/html) asking for no operation; a persisted query
@@ -173,6 +186,9 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
         )
         if request_adapter.method == "GET" and isinstance(result, ExecutionResult):
             _cache_headers(request, sub_response, result, named, context)
+        cache = context.deps.response_cache
+        if cache is not None and isinstance(result, ExecutionResult) and result.data is not None:
+            cache.learn(self.schema, request_data.query, request_data.operation_name)
         return result
 
     async def _batched(
@@ -254,8 +270,14 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
             response.background = sub_response.background
         return response
 
+    def encode_json(self, data: object) -> bytes:
+        return encode_json(data)
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        context = Context(request.app.state.deps, request, response)
+        deps = request.app.state.deps
+        if request.scope.get(COUNTED):  # the response cache counted it, then passed it on
+            deps = deps.response_cache.uncounted
+        context = Context(deps, request, response)
         if not isinstance(request, WebSocket):
             request.scope[_CONTEXT] = context
         return context
@@ -317,10 +339,6 @@ def _cache_headers(
     """A GET answer an HTTP cache may share: an anonymous persisted query's (its URL is
     short and stable) that went without an error, for a few seconds. Anything sent with
     a token, or anything else, is kept by no cache."""
-    max_age = context.deps.settings.persisted_queries_max_age_seconds
     anonymous = "authorization" not in request.headers
-    public = named and anonymous and max_age > 0 and not result.errors
-    sub_response.headers["Cache-Control"] = (
-        f"public, max-age={max_age}" if public else "private, no-store"
-    )
-    sub_response.headers["Vary"] = "Accept, Authorization"
+    public = named and anonymous and not result.errors
+    cache_headers(sub_response.headers, public, context.deps.settings)

@@ -133,3 +133,19 @@ def response_status(
     errors: Any = response_data.get("errors") or [{}]
     code = (errors[0].get("extensions") or {}).get("code")
     return _REQUEST_ERROR_STATUS.get(str(code), 400)
+
+
+# Scope key: the response cache (app/models/cache.py) counted this operation against the
+# rate limits, then passed it on to be run.
+COUNTED = "lumi.counted"
+
+
+def cache_headers(headers: Any, public: bool, settings: Any) -> None:
+    """`Cache-Control` of a GET answer: an anonymous persisted query's (its URL is short
+    and stable) that went without an error may be shared for a few seconds; anything
+    else, by no cache."""
+    max_age = settings.persisted_queries_max_age_seconds
+    headers["Cache-Control"] = (
+        f"public, max-age={max_age}" if public and max_age > 0 else "private, no-store"
+    )
+    headers["Vary"] = "Accept, Authorization"

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Viewer
 from app.errors import BadUserInput
 from app.models import repository
+from app.models.changes import PublicChange
 from app.models.errors import ModelNotFound
 from app.requests.service import check_id
 from app.tables import GenerationRequest, Model, utcnow
@@ -123,6 +124,8 @@ async def update_model(
     if description is not None:
         model.description = new_description
     model.updated_at = utcnow()
+    if model.visibility == PUBLIC:
+        unit.public_changes.append(PublicChange(model_ids=(model.id,)))
     return model
 
 
@@ -133,6 +136,7 @@ async def set_visibility(unit: Unit, viewer: Viewer, model_id: str, visibility: 
         model.visibility = visibility
         model.published_at = utcnow() if visibility == PUBLIC else None
         model.updated_at = utcnow()
+        unit.public_changes.append(PublicChange(model_ids=(model.id,), listings=True))
     return model
 
 
@@ -142,6 +146,8 @@ async def delete_model(unit: Unit, viewer: Viewer, model_id: str) -> None:
     model = await owned(unit.session, viewer, model_id)
     unit.discarded.extend(stored_keys(model))
     await repository.delete_model(unit.session, model.id)
+    if model.visibility == PUBLIC:
+        unit.public_changes.append(PublicChange(model_ids=(model.id,), listings=True))
 
 
 def stored_keys(model: Model) -> list[str]:
@@ -156,6 +162,7 @@ async def count_download(unit: Unit, viewer: Viewer, model_id: str) -> Model:
     model = await visible(unit.session, viewer, model_id, for_update=True)
     await repository.count_download(unit.session, model.id)
     await unit.session.refresh(model)
+    _counted(unit, model, "DOWNLOAD")
     return model
 
 
@@ -170,8 +177,26 @@ async def set_interaction(
     """
     model = await visible(unit.session, viewer, model_id, for_update=True)
     if on:
-        await repository.add_interaction(unit.session, viewer.id, model.id, kind)
+        changed = await repository.add_interaction(unit.session, viewer.id, model.id, kind)
     else:
-        await repository.remove_interaction(unit.session, viewer.id, model.id, kind)
+        changed = await repository.remove_interaction(unit.session, viewer.id, model.id, kind)
     await unit.session.refresh(model)
+    if changed:
+        _counted(unit, model, kind)
     return model
+
+
+# The gallery orders each counter weighs in (see repository.SORT_COLUMNS, WEIGHT).
+_ORDERS = {
+    "LIKE": ("POPULAR", "MOST_LIKED"),
+    "FAVORITE": ("POPULAR",),
+    "DOWNLOAD": ("POPULAR", "MOST_DOWNLOADED"),
+}
+
+
+def _counted(unit: Unit, model: Model, kind: str) -> None:
+    """A public model's counter moved: its own fields changed, and it may have moved in
+    the gallery orders that weigh that counter. (A private model's counters show to its
+    owner alone; nothing cached holds them.)"""
+    if model.visibility == PUBLIC:
+        unit.public_changes.append(PublicChange(model_ids=(model.id,), orders=_ORDERS[kind]))

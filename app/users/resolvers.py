@@ -8,6 +8,7 @@ import strawberry
 
 from app.graphql.context import Info
 from app.graphql.permissions import IsAuthenticated
+from app.models.changes import PublicChange
 from app.users import service
 from app.users.types import MeType, UpdateMeInput
 
@@ -36,4 +37,6 @@ class UserMutations:
         viewer = await info.context.require_viewer()
         async with info.context.unit() as unit:
             renamed = await service.rename(unit.session, viewer, input.display_name)
+            # Shown as the owner of their public models: cached answers must follow.
+            unit.public_changes.append(PublicChange(owner_ids=(viewer.id,)))
         return MeType(viewer=renamed)
