@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import json
 import random
+import signal
 import sys
 import threading
 import time
@@ -566,6 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so a `kill` stops the processes the soak started, as Ctrl-C does
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
