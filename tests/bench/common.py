@@ -611,3 +611,48 @@ def start_relay(
     relay_url = f"http://127.0.0.1:{port}"
     wait_http(f"{relay_url}/health", relay, relay_log)
     return relay, relay_url
+
+
+# -- the response cache's counters ------------------------------------------------------
+
+
+def cache_counters(server_url: str, marker: str = "response_cache") -> dict[str, float]:
+    """Every series of the API's /metrics whose name contains `marker`, by series (name
+    and labels, `_created` timestamps left out); empty when there are none."""
+    try:
+        text = httpx.get(f"{server_url}/metrics", timeout=60).text
+    except httpx.HTTPError:
+        return {}
+    series: dict[str, float] = {}
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        name = key.split("{", 1)[0]
+        if line.startswith("#") or marker not in name or name.endswith("_created"):
+            continue
+        with contextlib.suppress(ValueError):
+            series[key] = float(value)
+    return series
+
+
+def hit_rate(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Hits / operations between two `cache_counters` readings, from the series whose
+    name or labels say hit, miss and bypass (`lumi_response_cache_requests_total{result=
+    "hit"}`, or `..._hits_total`). None when the API counts no hits and misses (no cache)
+    or nothing was counted."""
+
+    def grown(word: str) -> float | None:
+        keys = [
+            key
+            for key in after
+            if word in (tail := key.split("response_cache", 1)[-1].lower())
+            and "invalidation" not in tail
+        ]
+        if not keys:
+            return None
+        return sum(after[key] - before.get(key, 0.0) for key in keys)
+
+    hits, misses, bypasses = grown("hit"), grown("miss"), grown("bypass")
+    if hits is None or misses is None:
+        return None
+    total = hits + misses + (bypasses or 0.0)
+    return hits / total if total > 0 else None

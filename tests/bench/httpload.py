@@ -1,14 +1,17 @@
 """A closed-loop HTTP/1.1 load generator, run in a process of its own.
 
 `concurrency` keep-alive connections each send one request, read the whole answer and
-send the next, for `warmup + duration` seconds; only answers to requests sent after
-the warm-up count. A few dozen lines on asyncio streams rather than httpx: the client
-must cost far less CPU than the server it measures, on a machine with two cores.
+send the next (the same request; or, given lists, connection i cycles through
+`request[i]`: users' alternating likes and unlikes), for `warmup + duration` seconds;
+only answers to requests sent after the warm-up count. A few dozen lines on asyncio
+streams rather than httpx: the client must cost far less CPU than the server it
+measures, on a machine with two cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -36,7 +39,12 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def _load(
-    host: str, port: int, request: bytes, concurrency: int, warmup: float, duration: float
+    host: str,
+    port: int,
+    request: bytes | list[list[bytes]],
+    concurrency: int,
+    warmup: float,
+    duration: float,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     failures: list[str] = []
@@ -45,28 +53,30 @@ async def _load(
     sizes: list[int] = []
     sent_total = 0
 
-    async def connection() -> None:
+    async def connection(index: int) -> None:
+        cycle = [request] if isinstance(request, bytes) else request[index % len(request)]
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            while True:
+            for turn in itertools.count():
                 sent = time.perf_counter()
                 if sent >= end:
                     return
-                writer.write(request)
+                writer.write(cycle[turn % len(cycle)])
                 status, body = await read_answer(reader)
                 done = time.perf_counter()
                 nonlocal sent_total
                 sent_total += 1
                 if sent >= measure_from:
                     latencies.append(done - sent)
-                    if status != 200:
+                    # a GraphQL error is a 200 as application/json: a failure all the same
+                    if status != 200 or b'"errors"' in body:
                         failures.append(f"{status}: {body[:200]!r}")
                     elif len(sizes) < 1:
                         sizes.append(len(body))
         finally:
             writer.close()
 
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    await asyncio.gather(*(connection(i) for i in range(concurrency)))
     return {
         "requests": len(latencies),
         "requests_with_warmup": sent_total,
@@ -93,7 +103,7 @@ def post_request(host: str, port: int, path: str, body: bytes, headers: dict[str
 def run_load(
     host: str,
     port: int,
-    request: bytes,
+    request: bytes | list[list[bytes]],
     *,
     concurrency: int,
     warmup: float,
