@@ -474,7 +474,11 @@ async def _asked(request: Request, deps: Deps) -> Asked | None:
 
 def _parameters(body: dict[str, Any], deps: Deps) -> Asked | None:
     query, name = body.get("query"), body.get("operationName")
-    variables, extensions = body.get("variables") or {}, body.get("extensions") or {}
+    # Only an absent or null map is empty: `0`, `""` or `false` is a bad request, answered
+    # by the usual way.
+    variables, extensions = body.get("variables"), body.get("extensions")
+    variables = {} if variables is None else variables
+    extensions = {} if extensions is None else extensions
     if not isinstance(variables, dict) or not isinstance(extensions, dict):
         return None
     if not (name is None or isinstance(name, str)):
