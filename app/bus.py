@@ -173,10 +173,19 @@ class RedisBus:
     def __init__(self, url: str, *, prefix: str = "lumi", queue_size: int = 1000) -> None:
         import redis.asyncio as redis
 
+        from app.redis_clients import connect
+
         self.client_name = f"{prefix}-bus-{os.getpid()}"
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, client_name=self.client_name
-        )
+        options: dict[str, Any] = {
+            "socket_timeout": 5,
+            "socket_connect_timeout": 2,
+            "client_name": self.client_name,
+        }
+        # Commands (PUBLISH, PING) are sent again on a fresh connection when theirs broke.
+        self._redis = connect(url, **options)
+        # The subscription's connection is never silently replaced: a reconnect must be
+        # seen by the reader, which then has subscribers re-read what they may have missed.
+        self._subscriber = redis.Redis.from_url(url, **options)
         self._prefix = f"{prefix}:events:"
         self._queue_size = queue_size
         self._registry = _Registry()
@@ -240,7 +249,7 @@ class RedisBus:
                 delay = min(delay * 2, 5.0)
 
     async def _read_once(self) -> None:
-        async with self._redis.pubsub() as pubsub:
+        async with self._subscriber.pubsub() as pubsub:
             await pubsub.ping()
             self._changed.set()  # (re)subscribe everything after a reconnect
             following = await self._sync_channels(pubsub, set())
@@ -298,3 +307,4 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
         await self._redis.aclose()
+        await self._subscriber.aclose()

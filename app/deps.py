@@ -232,9 +232,9 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
     http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
     redis = None
     if settings.uses_redis:
-        from redis.asyncio import Redis
+        from app.redis_clients import connect
 
-        redis = Redis.from_url(settings.redis_url)
+        redis = connect(settings.redis_url)
     db = Database(create_engine(settings.resolved_database_url))
     deps = Deps(
         settings=settings,
