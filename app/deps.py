@@ -20,6 +20,7 @@ from app.models.changes import PublicChanges
 
 if TYPE_CHECKING:
     from app.models.cache import ResponseCache
+    from app.models.viewer_flags import FlagVersions
 from app.models.ranking import Rankings
 from app.queue import JobQueue
 from app.ratelimit import MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter, Throttle
@@ -257,10 +258,19 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
             every=settings.gallery_ranking_seconds, keep=settings.gallery_ranking_keep_seconds
         ),
         persisted_queries=PersistedQueries.from_settings(settings, redis),
-        public_changes=PublicChanges(bus),
+        public_changes=PublicChanges(bus, flag_versions(settings, redis)),
     )
     deps.response_cache = build_response_cache(settings, deps)
     return deps
+
+
+def flag_versions(settings: Settings, redis: Any) -> FlagVersions | None:
+    """Viewers' flags versions (app/models/viewer_flags.py) where processes share a bus."""
+    if settings.bus != "redis" or redis is None:
+        return None  # one process: its own changes reach its cache before it answers
+    from app.models.viewer_flags import FlagVersions
+
+    return FlagVersions(redis, prefix=settings.redis_namespace)
 
 
 def build_response_cache(settings: Settings, deps: Deps) -> ResponseCache | None:

@@ -33,7 +33,8 @@ class Unit:
     events: list[RequestEvent] = field(default_factory=list)
     messages: list[StageMessage] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)  # storage keys to delete
-    # What the transaction changes of the public library, announced after commit.
+    # What the transaction changes of the public library (and of a viewer's own likes
+    # and favorites), announced after commit.
     public_changes: list[PublicChange] = field(default_factory=list)
 
 

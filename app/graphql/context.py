@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as _Info
 
-from app.auth import Viewer, bearer_token
+from app.auth import Claims, Viewer, bearer_token
 from app.db import SharedReads
 from app.errors import Unauthenticated
 from app.graphql.loaders import Loaders
@@ -37,6 +37,7 @@ class Context:
         self.response = response
         self.connection_params: dict[str, Any] | None = None
         self._viewer: Viewer | None = _UNSET
+        self._claims: Claims | None = _UNSET
         self._base: str | None = None
         # A websocket context lives as long as its connection: no caching across events,
         # and no session held between them.
@@ -103,7 +104,11 @@ class Context:
     async def viewer(self) -> Viewer | None:
         """The verified user, or None for an anonymous caller. A bad token is an error."""
         if self._viewer is _UNSET:
-            self._viewer = await self._resolve_viewer(self._token())
+            claims = await self._claims_of_token()
+            viewer = None
+            if claims is not None:
+                viewer = await self.deps.viewers.of(claims, self.read, self._write)
+            self._viewer = viewer
         return self._viewer
 
     async def require_viewer(self) -> Viewer:
@@ -112,16 +117,39 @@ class Context:
             raise Unauthenticated()
         return viewer
 
+    async def viewer_id(self) -> str | None:
+        """The verified user's id, or None for an anonymous caller: all that permissions,
+        rate limits, likes and the response cache need of the viewer. Without a query
+        when this process has seen the token's subject before (see `Viewers`)."""
+        if self._viewer is not _UNSET:
+            return self._viewer.id if self._viewer is not None else None
+        claims = await self._claims_of_token()
+        if claims is None:
+            self._viewer = None
+            return None
+        known = self.deps.viewers.known_id(claims.subject)
+        if known is not None:
+            return known
+        viewer = await self.viewer()
+        return viewer.id if viewer is not None else None
+
+    async def require_viewer_id(self) -> str:
+        viewer_id = await self.viewer_id()
+        if viewer_id is None:
+            raise Unauthenticated()
+        return viewer_id
+
     def _token(self) -> str | None:
         if isinstance(self.request, WebSocket):
             return token_from_params(self.connection_params or {})
         return bearer_token(self.request.headers.get("authorization"))
 
-    async def _resolve_viewer(self, token: str | None) -> Viewer | None:
-        if token is None:
-            return None
-        claims = await self.deps.tokens.authenticate(token)
-        return await self.deps.viewers.of(claims, self.read, self._write)
+    async def _claims_of_token(self) -> Claims | None:
+        """The token's verified claims (checked once per operation), or None without one."""
+        if self._claims is _UNSET:
+            token = self._token()
+            self._claims = None if token is None else await self.deps.tokens.authenticate(token)
+        return self._claims
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -132,7 +160,7 @@ class Context:
 
     async def authenticate_connection(self) -> None:
         """Called on `connection_init`: resolves the viewer once for the whole connection."""
-        self._viewer = _UNSET
+        self._viewer = self._claims = _UNSET
         await self.viewer()
 
     def absolute_url(self, url: str) -> str:

@@ -262,15 +262,12 @@ async def _rate_limit(context: Any) -> GraphQLError | None:
     if throttle is None:
         return None
     try:
-        viewer = await context.viewer()
+        viewer_id = await context.viewer_id()
     except LumiError:
-        viewer = None  # a bad token: its resolver says so; the address still counts
+        viewer_id = None  # a bad token: its resolver says so; the address still counts
     client = context.request.client
     try:
-        await throttle.check(
-            address=client.host if client else None,
-            user_id=viewer.id if viewer else None,
-        )
+        await throttle.check(address=client.host if client else None, user_id=viewer_id)
     except RateLimited as exc:
         if isinstance(context.response, Response):  # HTTP: say it the HTTP way too
             retry_after = math.ceil(exc.extensions["retryAfter"])

@@ -16,12 +16,12 @@ class IsAuthenticated(BasePermission):
     error_extensions = {"code": "UNAUTHENTICATED"}
 
     async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        return await info.context.viewer() is not None
+        return await info.context.viewer_id() is not None
 
 
 class IsAnyone(BasePermission):
     """Open to anonymous callers too: declared so the choice is explicit."""
 
     async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        await info.context.viewer()  # a bad token is still an error
+        await info.context.viewer_id()  # a bad token is still an error
         return True

@@ -5,17 +5,21 @@
   `favoritedByMe`): see `cache_plan.py`, decided once per document and operation name.
 - **Shared and viewer parts.** An answer is made once, as an anonymous visitor sees it,
   encoded once, and kept as bytes cut where the flags go. A signed-in viewer's answer
-  fills them from one indexed lookup of their likes and favorites of the page's models;
-  nobody's flags are ever kept, so nobody sees another's.
+  fills them with their own likes and favorites of its models, read in one indexed
+  lookup the first time and kept under their user id until they like or favorite
+  anything (app/models/viewer_flags.py; a version in Redis makes sure nobody sees a flag
+  older than their own like, in any process): nobody sees another's.
 - **Invalidation.** Each answer is tagged with the models and owners it shows and the
   gallery orders it lists; a `PublicChange` (app/models/changes.py), announced after
   commit here and on every process through the bus, drops exactly the answers it
-  touches. An answer whose read raced a change is not kept (`_Guard`).
+  touches. An answer whose read raced a change is not kept (`Guard`).
 - **No stale reads.** While the bus cannot bring other processes' changes the cache
   is bypassed and emptied; the TTL is a safety net, kept under a tenth of the file
   links' lifetime so a cached link is always valid.
 - **Cost of a hit.** No parse, validation or execution: a dict lookup of the document's
-  hash, the viewer, the rate limit, at most one small query, one `bytes.join`.
+  hash, the token's check (its subject's user id is remembered, see `Viewers`), the
+  rate limit, the viewer's flags (their version from Redis when processes share a bus,
+  a query only the first time), one `bytes.join`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import math
 import re
 import secrets
 import time
-from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
@@ -50,6 +54,8 @@ from app.metrics import RESPONSE_CACHE_BYTES, RESPONSE_CACHE_DROPS, RESPONSE_CAC
 from app.models import repository
 from app.models.cache_plan import MODEL_MARK, OWNER_MARK, VISIBILITY_MARK, Plan, analyze
 from app.models.changes import PublicChange, PublicChanges
+from app.models.repository import InteractionRow
+from app.models.viewer_flags import Guard, Kinds, ViewerFlags, viewer_tag
 
 if TYPE_CHECKING:
     from strawberry.schema.base import BaseSchema
@@ -61,6 +67,7 @@ log = logging.getLogger(__name__)
 _NOT_CACHEABLE: Any = object()
 _MAX_PLANS = 1000
 _TRUE, _FALSE = b"true", b"false"
+_NONE: Kinds = frozenset()
 _STREAMING = ("text/event-stream", "multipart/mixed")
 
 
@@ -77,12 +84,13 @@ class Entry:
     expires: float
     size: int
 
-    def body(self, mine: set[tuple[str, str]] | None) -> bytes:
+    def body(self, mine: Mapping[str, Kinds] | None) -> bytes:
+        """The answer with the viewer's flags: `mine`, their kinds of each model."""
         if not mine:
             return self.anonymous
         parts = [self.segments[0]]
-        for slot, segment in zip(self.slots, self.segments[1:], strict=True):
-            parts.append(_TRUE if slot in mine else _FALSE)
+        for (model, kind), segment in zip(self.slots, self.segments[1:], strict=True):
+            parts.append(_TRUE if kind in mine.get(model, _NONE) else _FALSE)
             parts.append(segment)
         return b"".join(parts)
 
@@ -109,7 +117,8 @@ class ResponseCache:
         self._entries: OrderedDict[tuple[Any, ...], Entry] = OrderedDict()
         self._tagged: dict[str, set[tuple[Any, ...]]] = {}
         self._bytes = 0
-        self._guard = _Guard()
+        self._guard = Guard()
+        self._flags = ViewerFlags(self._guard)
         self._filling: dict[tuple[Any, ...], Any] = {}
         self._token = secrets.token_hex(8)  # no client can write a placeholder
         self._placeholder = re.compile(rb'"\\u0000' + self._token.encode() + rb':(\d+)\\u0000"')
@@ -162,11 +171,11 @@ class ResponseCache:
         request = context.request
         assert isinstance(request, Request)
         try:
-            viewer = await context.viewer()
+            viewer_id = await context.viewer_id()
         except LumiError:
             RESPONSE_CACHE_REQUESTS.labels("bypass").inc()
             return None  # a refused token: answered the usual way
-        if (refusal := await self._rate_limit(context, viewer, media_type)) is not None:
+        if (refusal := await self._rate_limit(context, viewer_id, media_type)) is not None:
             return refusal
         request.scope[COUNTED] = True
         base = self.deps.settings.public_url or str(request.base_url)
@@ -179,26 +188,31 @@ class ResponseCache:
         if entry is None:
             return None
         mine = None
-        if viewer is not None and entry.slots:
-            async with context.read() as session:
-                rows = await repository.interactions_of(session, viewer.id, entry.model_ids)
-            mine = {(row.model_id, row.type) for row in rows}
+        if viewer_id is not None and entry.slots:
+
+            async def read(model_ids: Sequence[str]) -> list[InteractionRow]:
+                async with context.read() as session:
+                    return await repository.interactions_of(session, viewer_id, model_ids)
+
+            versions = self._changes.versions
+            version = 0 if versions is None else await versions.get(viewer_id)
+            mine = await self._flags.of(viewer_id, entry.model_ids, read, version=version)
         response = Response(entry.body(mine), media_type=media_type)
         if request.method == "GET":
-            public = asked.named and viewer is None and "authorization" not in request.headers
+            public = asked.named and viewer_id is None and "authorization" not in request.headers
             cache_headers(response.headers, public, self.deps.settings)
         return response
 
-    async def _rate_limit(self, context: Context, viewer: Any, media_type: str) -> Response | None:
+    async def _rate_limit(
+        self, context: Context, viewer_id: str | None, media_type: str
+    ) -> Response | None:
         """What the gate does first for every operation: count it, or refuse it."""
         throttle = self.deps.throttle
         if throttle is None:
             return None
         client = context.request.client
         try:
-            await throttle.check(
-                address=client.host if client else None, user_id=viewer.id if viewer else None
-            )
+            await throttle.check(address=client.host if client else None, user_id=viewer_id)
         except RateLimited as exc:
             retry_after = str(math.ceil(exc.extensions["retryAfter"]))
             refused = RequestRefused(
@@ -341,9 +355,11 @@ class ResponseCache:
         if change.everything:
             self._guard.changed(None)
             self.clear()
+            self._flags.clear()
             return
         tags = change_tags(change)
         self._guard.changed(tags)
+        self._flags.drop(change.viewer_ids)
         for tag in tags:
             for key in list(self._tagged.get(tag, ())):
                 self._drop(key, "changed")
@@ -353,9 +369,10 @@ class ResponseCache:
         (what it held may have missed one) and answers nothing until they do."""
         self._changes.start()
         healthy = self._changes.healthy
-        if not healthy and (self._was_healthy or self._entries):
+        if not healthy and (self._was_healthy or self._entries or len(self._flags)):
             self._guard.changed(None)
             self.clear("bus down")
+            self._flags.clear()
         self._was_healthy = healthy
         return healthy
 
@@ -364,36 +381,10 @@ def change_tags(change: PublicChange) -> set[str]:
     tags = {f"model:{model}" for model in change.model_ids}
     tags |= {f"user:{owner}" for owner in change.owner_ids}
     tags |= {f"listing:{order}" for order in change.orders}
+    tags |= {viewer_tag(viewer) for viewer in change.viewer_ids}
     if change.listings:
         tags.add("listings")
     return tags
-
-
-class _Guard:
-    """Keeps an answer from being stored when a change it shows came while it was read
-    (read starts, a change commits and is announced, the stale read would be stored)."""
-
-    def __init__(self, remembered: int = 1024) -> None:
-        self._now = 0
-        self._recent: deque[tuple[int, set[str] | None]] = deque(maxlen=remembered)
-
-    def now(self) -> int:
-        return self._now
-
-    def changed(self, tags: set[str] | None) -> None:
-        self._now += 1
-        self._recent.append((self._now, tags))
-
-    def unchanged(self, since: int, tags: frozenset[str]) -> bool:
-        if self._now == since:
-            return True
-        if not self._recent or self._recent[0][0] > since + 1:
-            return False  # forgotten what changed meanwhile: assume the worst
-        return not any(
-            changed is None or not tags.isdisjoint(changed)
-            for moment, changed in self._recent
-            if moment > since
-        )
 
 
 class _Harvest:

@@ -2,10 +2,11 @@
 
 Whatever changes what an anonymous visitor could read (a model published, unpublished,
 renamed or deleted; a like, favorite or download count; an owner's display name; a new
-ranking of the gallery) announces it here once its transaction has committed (a unit of
-work does it for what its services record in `Unit.public_changes`), and the listeners
-(the response cache) drop what the change makes stale: in this process at once, and in
-every other process that shares the bus through the `public-changes` channel.
+ranking of the gallery), or a viewer's own likes and favorites, announces it here once
+its transaction has committed (a unit of work does it for what its services record in
+`Unit.public_changes`), and the listeners (the response cache) drop what the change
+makes stale: in this process at once, and in every other process that shares the bus
+through the `public-changes` channel.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.bus import EventBus
+
+if TYPE_CHECKING:
+    from app.models.viewer_flags import FlagVersions
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,15 @@ class PublicChange:
     membership or order of public listings did (`listings`: a publish, an unpublish, a
     delete, a new ranking snapshot); which gallery orders a counter may have moved a
     model in (`orders`, `ModelSort` names); the users whose public profile changed
-    (`owner_ids`); or, `everything`, anything at all (changes may have been missed)."""
+    (`owner_ids`); the users whose own likes or favorites changed (`viewer_ids`, for
+    any model, public or not); or, `everything`, anything at all (changes may have been
+    missed)."""
 
     model_ids: tuple[str, ...] = ()
     listings: bool = False
     orders: tuple[str, ...] = ()
     owner_ids: tuple[str, ...] = ()
+    viewer_ids: tuple[str, ...] = ()
     everything: bool = False
 
     def payload(self, origin: str) -> dict[str, Any]:
@@ -46,6 +53,7 @@ class PublicChange:
             "listings": self.listings,
             "orders": list(self.orders),
             "owners": list(self.owner_ids),
+            "viewers": list(self.viewer_ids),
         }
 
     @classmethod
@@ -55,6 +63,7 @@ class PublicChange:
             listings=bool(payload.get("listings")),
             orders=tuple(payload.get("orders") or ()),
             owner_ids=tuple(payload.get("owners") or ()),
+            viewer_ids=tuple(payload.get("viewers") or ()),
         )
 
 
@@ -65,10 +74,13 @@ Listener = Callable[[PublicChange], Awaitable[None]]
 
 class PublicChanges:
     """This process's listeners: `announce` tells each of them, then every other process
-    on the bus, whose follower (`start`) tells theirs."""
+    on the bus, whose follower (`start`) tells theirs. With `versions` (processes that
+    share a Redis bus), a change of viewers' flags bumps their versions first, so a
+    process the bus has not reached yet knows them stale all the same."""
 
-    def __init__(self, bus: EventBus | None = None) -> None:
+    def __init__(self, bus: EventBus | None = None, versions: FlagVersions | None = None) -> None:
         self._bus = bus
+        self.versions = versions
         self._listeners: list[Listener] = []
         self._origin = uuid.uuid4().hex  # this process's own announcements come back too
         self._follower: asyncio.Task[None] | None = None
@@ -78,6 +90,8 @@ class PublicChanges:
         self._listeners.append(listener)
 
     async def announce(self, change: PublicChange) -> None:
+        if change.viewer_ids and self.versions is not None:
+            await self.versions.bump(change.viewer_ids)
         await self._tell(change)
         if self._bus is not None:
             await self._bus.publish(CHANNEL, change.payload(self._origin))

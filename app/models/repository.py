@@ -8,10 +8,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, func, or_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from app.tables import GalleryRank, Model, ModelInteraction, User, utcnow
@@ -34,11 +48,14 @@ async def by_request_ids(session: AsyncSession, request_ids: Sequence[str]) -> l
     return list(result.scalars())
 
 
+# Built once (as the list statements below): every detail, like and download reads one.
+_GET = select(Model).where(col(Model.id) == bindparam("model_id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
 async def get(session: AsyncSession, model_id: str, *, for_update: bool = False) -> Model | None:
-    query = select(Model).where(col(Model.id) == model_id)
-    if for_update:
-        query = query.with_for_update()
-    result = await session.execute(query)
+    query = _GET_FOR_UPDATE if for_update else _GET
+    result = await session.execute(query, {"model_id": model_id})
     return result.scalar_one_or_none()
 
 
@@ -347,50 +364,72 @@ async def interactions_of(
     return cast(list[InteractionRow], rows)
 
 
+@functools.cache
+def _add_interaction(dialect: str) -> Insert:
+    """An INSERT of an interaction that leaves one already there alone, in one statement
+    (no savepoint around it): ON CONFLICT DO NOTHING on SQLite, INSERT IGNORE on MariaDB
+    (whose ON DUPLICATE KEY UPDATE counts a row found as a row changed)."""
+    if dialect == "sqlite":
+        return sqlite_insert(_INTERACTIONS_TABLE).on_conflict_do_nothing()
+    return insert(_INTERACTIONS_TABLE).prefix_with("IGNORE", dialect="mysql")
+
+
 async def add_interaction(session: AsyncSession, user_id: str, model_id: str, kind: str) -> bool:
-    """Records the like or favorite and counts it; False (and no count) if it existed.
+    """Records the like or favorite; False (nothing written) if it existed.
 
     The primary key (user, model, type) decides: of two concurrent identical likes, one
     inserts and the other meets the key and changes nothing.
     """
-    try:
-        async with session.begin_nested():
-            session.add(ModelInteraction(user_id=user_id, model_id=model_id, type=kind))
-    except IntegrityError:
-        return False
-    await _count(session, model_id, kind, +1)
-    return True
+    statement = _add_interaction(session.get_bind().dialect.name)
+    values = {"user_id": user_id, "model_id": model_id, "type": kind, "created_at": utcnow()}
+    result = await session.execute(statement, values)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+_REMOVE_INTERACTION = delete(_INTERACTIONS_TABLE).where(
+    _INTERACTIONS_TABLE.c.user_id == bindparam("user_id"),
+    _INTERACTIONS_TABLE.c.model_id == bindparam("model_id"),
+    _INTERACTIONS_TABLE.c.type == bindparam("kind"),
+)
 
 
 async def remove_interaction(session: AsyncSession, user_id: str, model_id: str, kind: str) -> bool:
-    result = await session.execute(
-        delete(ModelInteraction).where(
-            col(ModelInteraction.user_id) == user_id,
-            col(ModelInteraction.model_id) == model_id,
-            col(ModelInteraction.type) == kind,
-        )
-    )
-    removed = bool(getattr(result, "rowcount", 0) == 1)
-    if removed:
-        await _count(session, model_id, kind, -1)
-    return removed
+    """Removes the like or favorite; False (nothing written) if there was none."""
+    values = {"user_id": user_id, "model_id": model_id, "kind": kind}
+    result = await session.execute(_REMOVE_INTERACTION, values)
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
-async def count_download(session: AsyncSession, model_id: str) -> None:
-    await _count(session, model_id, "DOWNLOAD", +1)
+async def count(session: AsyncSession, model: Model, kind: str, step: int) -> None:
+    """Moves a counter of `model` (LIKE, FAVORITE or DOWNLOAD) and its popularity by
+    `step`, in one atomic UPDATE: counters never lose a concurrent change.
 
-
-async def _count(session: AsyncSession, model_id: str, kind: str, step: int) -> None:
-    """One atomic UPDATE: counters never lose a concurrent change."""
+    `model` must have been read with its row locked (`get(for_update=True)`; on SQLite
+    a write transaction is the only writer): nobody else can have moved its counters
+    since, so it is brought to the stored values here, without reading it again.
+    """
     counter = COUNTER.get(kind, "download_count")
-    values = {
-        counter: getattr(Model, counter) + step,
-        "popularity": col(Model.popularity) + WEIGHT[kind] * step,
-        "updated_at": utcnow(),
-    }
-    await session.execute(
-        update(Model).where(col(Model.id) == model_id).values(**values),
-        execution_options={"synchronize_session": False},
+    now = utcnow()
+    values = {"model_id": model.id, "step": step, "weighted": WEIGHT[kind] * step, "now": now}
+    await session.execute(_count_statement(counter), values)
+    set_committed_value(model, counter, getattr(model, counter) + step)
+    set_committed_value(model, "popularity", model.popularity + WEIGHT[kind] * step)
+    set_committed_value(model, "updated_at", now)
+
+
+@functools.cache
+def _count_statement(counter: str) -> Update:
+    models = Model.__table__  # type: ignore[attr-defined]
+    return (
+        update(models)
+        .where(models.c.id == bindparam("model_id"))
+        .values(
+            {
+                counter: models.c[counter] + bindparam("step"),
+                "popularity": models.c.popularity + bindparam("weighted"),
+                "updated_at": bindparam("now", type_=models.c.updated_at.type),
+            }
+        )
     )
 
 

@@ -106,9 +106,9 @@ class ModelQueries:
         permission_classes=[IsAnyone],
     )
     async def model(self, info: Info, id: ModelId) -> ModelType | None:
-        viewer = await info.context.viewer()
+        viewer_id = await info.context.viewer_id()
         async with info.context.read() as session:
-            row = await service.visible(session, viewer, id)
+            row = await service.visible(session, viewer_id, id)
         return await _node(info, row)
 
     @strawberry.field(
@@ -265,10 +265,11 @@ async def _node(info: Info, row: Model) -> ModelType:
 
 
 async def _interact(info: Info, model_id: str, kind: str, *, on: bool) -> ModelType:
-    viewer = await info.context.require_viewer()
+    viewer_id = await info.context.require_viewer_id()
     async with info.context.unit() as unit:
-        row = await service.set_interaction(unit, viewer, model_id, kind, on=on)
-    return await _node(info, row)
+        row = await service.set_interaction(unit, viewer_id, model_id, kind, on=on)
+    # Whether the viewer likes (or favorites) it now is what they just did.
+    return (await model_nodes(info, [row], known={kind: on}))[0]
 
 
 async def _visibility(info: Info, model_id: str, visibility: str) -> ModelType:
@@ -325,9 +326,9 @@ class ModelMutations:
         permission_classes=[IsAuthenticated],
     )
     async def download_model(self, info: Info, id: ModelId) -> ModelDownload:
-        viewer = await info.context.require_viewer()
+        viewer_id = await info.context.require_viewer_id()
         async with info.context.unit() as unit:
-            row = await service.count_download(unit, viewer, id)
+            row = await service.count_download(unit, viewer_id, id)
         ttl = info.context.deps.settings.download_url_ttl_seconds
         url = info.context.deps.storage.url(
             row.file_key, expires_in=ttl, filename=f"{_filename(row)}.{row.format}"

@@ -15,6 +15,7 @@ from app.errors import BadUserInput
 from app.models import repository
 from app.models.changes import PublicChange
 from app.models.errors import ModelNotFound
+from app.models.repository import ModelRow
 from app.requests.service import check_id
 from app.tables import GenerationRequest, Model, utcnow
 from app.unit import Unit
@@ -30,22 +31,23 @@ def model_name(prompt: str) -> str:
     return (name[:77] + "...") if len(name) > 80 else name or "Untitled model"
 
 
-def can_see(model: Model, viewer: Viewer | None) -> bool:
-    return model.visibility == PUBLIC or (viewer is not None and viewer.id == model.owner_id)
+def can_see(model: ModelRow, viewer_id: str | None) -> bool:
+    """Whether the user `viewer_id` (None: anonymous) may see the model."""
+    return model.visibility == PUBLIC or (viewer_id is not None and viewer_id == model.owner_id)
 
 
 async def visible(
-    session: AsyncSession, viewer: Viewer | None, model_id: str, *, for_update: bool = False
+    session: AsyncSession, viewer_id: str | None, model_id: str, *, for_update: bool = False
 ) -> Model:
     check_id(model_id, "id")
     model = await repository.get(session, model_id, for_update=for_update)
-    if model is None or not can_see(model, viewer):
+    if model is None or not can_see(model, viewer_id):
         raise ModelNotFound()
     return model
 
 
 async def owned(session: AsyncSession, viewer: Viewer, model_id: str) -> Model:
-    model = await visible(session, viewer, model_id, for_update=True)
+    model = await visible(session, viewer.id, model_id, for_update=True)
     if model.owner_id != viewer.id:
         raise ModelNotFound()  # public, but not theirs to change: as good as absent
     return model
@@ -158,31 +160,32 @@ def stored_keys(model: Model) -> list[str]:
     return list(dict.fromkeys(key for key in keys if key))
 
 
-async def count_download(unit: Unit, viewer: Viewer, model_id: str) -> Model:
-    model = await visible(unit.session, viewer, model_id, for_update=True)
-    await repository.count_download(unit.session, model.id)
-    await unit.session.refresh(model)
+async def count_download(unit: Unit, viewer_id: str, model_id: str) -> Model:
+    model = await visible(unit.session, viewer_id, model_id, for_update=True)
+    await repository.count(unit.session, model, "DOWNLOAD", +1)
     _counted(unit, model, "DOWNLOAD")
     return model
 
 
 async def set_interaction(
-    unit: Unit, viewer: Viewer, model_id: str, kind: str, *, on: bool
+    unit: Unit, viewer_id: str, model_id: str, kind: str, *, on: bool
 ) -> Model:
-    """Like, unlike, favorite or unfavorite: idempotent, and counted exactly once.
+    """Like, unlike, favorite or unfavorite for the user `viewer_id`: idempotent, and
+    counted exactly once. The model comes back with its counts as committed.
 
     The model row is locked first: on MySQL the interaction's foreign-key check takes a
     shared lock on it, and two likes upgrading shared locks to the counter's exclusive
-    one would deadlock.
+    one would deadlock. Four statements in all: the lock, the insert (or delete), the
+    count, the commit.
     """
-    model = await visible(unit.session, viewer, model_id, for_update=True)
+    model = await visible(unit.session, viewer_id, model_id, for_update=True)
     if on:
-        changed = await repository.add_interaction(unit.session, viewer.id, model.id, kind)
+        changed = await repository.add_interaction(unit.session, viewer_id, model.id, kind)
     else:
-        changed = await repository.remove_interaction(unit.session, viewer.id, model.id, kind)
-    await unit.session.refresh(model)
+        changed = await repository.remove_interaction(unit.session, viewer_id, model.id, kind)
     if changed:
-        _counted(unit, model, kind)
+        await repository.count(unit.session, model, kind, +1 if on else -1)
+        _counted(unit, model, kind, viewer_id)
     return model
 
 
@@ -194,9 +197,19 @@ _ORDERS = {
 }
 
 
-def _counted(unit: Unit, model: Model, kind: str) -> None:
-    """A public model's counter moved: its own fields changed, and it may have moved in
-    the gallery orders that weigh that counter. (A private model's counters show to its
-    owner alone; nothing cached holds them.)"""
-    if model.visibility == PUBLIC:
-        unit.public_changes.append(PublicChange(model_ids=(model.id,), orders=_ORDERS[kind]))
+def _counted(unit: Unit, model: Model, kind: str, viewer_id: str | None = None) -> None:
+    """A counter of the model moved (`viewer_id`: by that user's like or favorite). A
+    public model's own fields changed, and it may have moved in the gallery orders that
+    weigh that counter (a private model's counters show to its owner alone; nothing
+    cached holds them). The user's own flags changed whether the model is public or not
+    (one published again shows them)."""
+    public = model.visibility == PUBLIC
+    if not public and viewer_id is None:
+        return
+    unit.public_changes.append(
+        PublicChange(
+            model_ids=(model.id,) if public else (),
+            orders=_ORDERS[kind] if public else (),
+            viewer_ids=(viewer_id,) if viewer_id is not None else (),
+        )
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -151,9 +151,9 @@ class ModelType(Node):
     @classmethod
     async def resolve_nodes(cls, info: Info, ids: Sequence[str]) -> list[ModelType | None]:
         """Those the viewer may see: their own, and public ones."""
-        viewer = await info.context.viewer()
+        viewer_id = await info.context.viewer_id()
         rows = await ModelLoaders.of(info).model_by_id.load_many(ids)
-        visible = [row for row in rows if row is not None and can_see(row, viewer)]
+        visible = [row for row in rows if row is not None and can_see(row, viewer_id)]
         nodes = {node.row.id: node for node in await model_nodes(info, visible)}
         return [nodes.get(i) for i in ids]
 
@@ -213,7 +213,7 @@ class ModelType(Node):
 
 
 # Fields of a model that need more than its row: loaded in batches, when asked for.
-_VIEWER_FIELDS = frozenset({"likedByMe", "favoritedByMe"})
+_FLAG_KINDS = {"likedByMe": "LIKE", "favoritedByMe": "FAVORITE"}
 _OWNER_FIELDS = frozenset({"owner"})
 # What a non-null field holds when nobody loaded it: resolving it is a GraphQL error
 # (loud), never a quiet `false`. Loading follows the operation's own selection, so
@@ -225,18 +225,23 @@ _NOT_LOADED: Any = None
 class Asked:
     """Which of a model's batch-loaded fields the operation asks for under a field."""
 
-    kinds: bool  # likedByMe or favoritedByMe
+    flags: frozenset[str]  # the kinds of likedByMe (LIKE) and favoritedByMe (FAVORITE)
     owner: bool
+
+    @property
+    def kinds(self) -> bool:
+        return bool(self.flags)
 
     @classmethod
     def of(cls, info: Info) -> Asked:
         names = selected_names(info)
-        return cls(kinds=bool(names & _VIEWER_FIELDS), owner=bool(names & _OWNER_FIELDS))
+        flags = frozenset(kind for name, kind in _FLAG_KINDS.items() if name in names)
+        return cls(flags=flags, owner=bool(names & _OWNER_FIELDS))
 
     async def extras(self, info: Info) -> Extras:
         """What a card query must add to each row for these fields (see `card_nodes`)."""
-        viewer = await info.context.viewer() if self.kinds else None
-        return Extras(owner=self.owner, viewer_id=viewer.id if viewer else None)
+        viewer_id = await info.context.viewer_id() if self.kinds else None
+        return Extras(owner=self.owner, viewer_id=viewer_id)
 
 
 def card_nodes(rows: Sequence[ModelCard], asked: Asked, extras: Extras) -> list[ModelType]:
@@ -267,18 +272,25 @@ _KINDS = {
 }
 
 
-async def model_nodes(info: Info, rows: Sequence[ModelRow]) -> list[ModelType]:
+async def model_nodes(
+    info: Info, rows: Sequence[ModelRow], *, known: Mapping[str, bool] | None = None
+) -> list[ModelType]:
     """Nodes for `rows`, with the viewer's likes and favorites and the owners' profiles of
     all of them loaded at once (a batch each, through the operation's DataLoaders, so
     the nodes of many parents share them) when the operation asks for them anywhere
     under the current field. Those fields then resolve without awaiting. The two loads
-    go one after the other, so both can use the operation's one session."""
+    go one after the other, so both can use the operation's one session.
+
+    `known`: whether the viewer has each kind (LIKE, FAVORITE) of every row, as far as
+    the caller knows (a like just made): no load when it answers every flag asked."""
     if not rows:
         return []
     asked = Asked.of(info)
     kinds: Sequence[frozenset[str] | None] = [None] * len(rows)
     profiles: Sequence[PublicProfile | None] = [None] * len(rows)
-    if asked.kinds:
+    if known is not None and asked.flags <= known.keys():
+        kinds = [frozenset(kind for kind in asked.flags if known[kind])] * len(rows)
+    elif asked.kinds:
         loaders = ModelLoaders.of(info)
         kinds = await loaders.my_interactions.load_many([row.id for row in rows])
     if asked.owner:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,23 +101,50 @@ async def viewer_for(session: AsyncSession, claims: Claims, *, initial_credits: 
 
 Sessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
+# Token subjects whose user id a process remembers (about 200 bytes each).
+REMEMBERED_SUBJECTS = 100_000
 
-@dataclass(frozen=True, slots=True)
+
 class Viewers:
     """Claims → the viewer they name, the user created on first sight with
-    `initial_credits`. Handed to each operation's context through `Deps`."""
+    `initial_credits`. Handed to each operation's context through `Deps`.
 
-    initial_credits: int = 0
+    Also remembers the user id of the last `remembered` token subjects it resolved: a
+    subject names one user for good (a user is created once for it, and neither its
+    subject nor its id ever changes), so what needs only the viewer's id (the response
+    cache, a like) needs no query for it. Names and roles do change: `of` reads them
+    afresh every time."""
+
+    def __init__(self, initial_credits: int = 0, remembered: int = REMEMBERED_SUBJECTS) -> None:
+        self.initial_credits = initial_credits
+        self._remembered = remembered
+        self._ids: OrderedDict[str, str] = OrderedDict()
 
     async def of(self, claims: Claims, read: Sessions, write: Sessions) -> Viewer:
         """Reads in `read` (the operation's shared session) for the common case, a known
-        user; creates the user in `write` otherwise."""
+        user; creates the user in `write` otherwise (committed when this returns)."""
         async with read() as session:
             user = await repository.identity(session, claims.subject)
         if user is not None:
-            return to_viewer(user)
-        async with write() as session:
-            return await viewer_for(session, claims, initial_credits=self.initial_credits)
+            viewer = to_viewer(user)
+        else:
+            async with write() as session:
+                viewer = await viewer_for(session, claims, initial_credits=self.initial_credits)
+        self._remember(claims.subject, viewer.id)
+        return viewer
+
+    def known_id(self, subject: str) -> str | None:
+        """The user id of `subject`, when this process has resolved it before."""
+        user_id = self._ids.get(subject)
+        if user_id is not None:
+            self._ids.move_to_end(subject)
+        return user_id
+
+    def _remember(self, subject: str, user_id: str) -> None:
+        self._ids[subject] = user_id
+        self._ids.move_to_end(subject)
+        while len(self._ids) > self._remembered:
+            self._ids.popitem(last=False)
 
 
 async def rename(session: AsyncSession, viewer: Viewer, display_name: str) -> Viewer:

@@ -238,3 +238,47 @@ async def test_every_change_on_one_instance_shows_in_the_next_reads_on_another(
         f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms "
         f"over {len(latencies)} reads, {totals['stale']} stale reads in all"
     )
+
+
+async def test_a_viewers_own_like_on_one_instance_shows_in_their_first_read_on_another(
+    pair: tuple[Server, Server, Path, str], deps: Deps
+) -> None:
+    """B keeps the fan's flags; each like or unlike on A bumps the fan's flags version
+    before A answers, so the fan's next read on B shows it the first time, even before
+    the bus has brought the change to B."""
+    api_a, api_b, _, _ = pair
+    tag = uuid.uuid4().hex[:6]
+    owner, fan = await someone(deps, f"owner-{tag}"), await someone(deps, f"fan-{tag}")
+    other = await someone(deps, f"other-{tag}")
+    model = await make_model(deps, owner)
+    ident = {"id": model.id}
+    reads = ((GALLERY, {}), (DETAIL, ident))
+    toggle = "mutation T($id: ID!) {{ {}(id: $id) {{ likedByMe }} }}".format
+    async with httpx.AsyncClient(timeout=10) as client:
+        # published through the API, so the galleries kept before show it
+        await call(client, api_a, toggle("publishModel"), ident, owner.external_id)
+        for query, values in reads:  # planned, then kept with each one's flags
+            for who in (fan.external_id, other.external_id, fan.external_id):
+                await call(client, api_b, query, values, who)
+        for turn in range(10):
+            on = turn % 2 == 0
+            done = await call(
+                client, api_a, toggle("likeModel" if on else "unlikeModel"), ident, fan.external_id
+            )
+            assert done["data"] == {("likeModel" if on else "unlikeModel"): {"likedByMe": on}}
+            for query, values in reads:
+                seen = node_of(await call(client, api_b, query, values, fan.external_id), model.id)
+                assert seen is not None
+                # the fan's own flag at once, whether B heard of the like yet or not
+                assert seen["likedByMe"] is on, f"turn {turn}: B shows {seen}"
+                deadline = time.monotonic() + 10
+                while True:  # the count: as soon as B heard of it (the first test times it)
+                    theirs = node_of(
+                        await call(client, api_b, query, values, other.external_id), model.id
+                    )
+                    assert theirs is not None
+                    assert theirs["likedByMe"] is False
+                    if theirs["likeCount"] == (1 if on else 0):
+                        break
+                    assert time.monotonic() < deadline, f"turn {turn}: B shows {theirs}"
+        assert await hits(client, api_b) > 0

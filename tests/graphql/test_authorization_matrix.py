@@ -456,7 +456,7 @@ async def build_state(deps: Deps) -> State:
         await models.set_visibility(unit, owner, public.id, models.PUBLIC)
         for model_id in (private.id, public.id):
             for kind in ("LIKE", "FAVORITE"):
-                await models.set_interaction(unit, owner, model_id, kind, on=True)
+                await models.set_interaction(unit, owner.id, model_id, kind, on=True)
 
     # The published model's request, images and jobs are secrets too: its file URLs
     # show storage keys, and those are random (providers.storage.new_key). So are their

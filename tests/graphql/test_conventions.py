@@ -101,7 +101,7 @@ async def test_total_count_counts_every_page_where_counting_is_cheap(deps: Deps)
     hidden = await make_model(deps, viewer, public=True)
     for model in (shown, hidden):
         async with deps.unit() as unit:
-            await models.set_interaction(unit, fan, model.id, "LIKE", on=True)
+            await models.set_interaction(unit, fan.id, model.id, "LIKE", on=True)
     async with deps.unit() as unit:  # liked, then taken private: no longer the fan's to see
         await models.set_visibility(unit, viewer, hidden.id, models.PRIVATE)
     counts = await data(
