@@ -45,11 +45,10 @@ _REQUEST_ERROR_STATUS = {
 }
 
 
-def negotiate(accept: str | None) -> str:
-    """The media type of the answer: `application/graphql-response+json` when Accept lists
-    it above `application/json` (or as high and first), else `application/json`, which
-    is also the answer to `*/*` and to no Accept at all (as the specification asks)."""
-    weights: dict[str, tuple[float, int]] = {}
+def accept_ranks(accept: str | None) -> dict[str, tuple[float, int]]:
+    """Each media type an Accept header lists, ranked by (quality, earlier first): the
+    greater tuple is preferred. A type listed twice keeps its first rank."""
+    ranks: dict[str, tuple[float, int]] = {}
     for index, part in enumerate((accept or "").split(",")):
         media, *params = part.split(";")
         quality = 1.0
@@ -60,11 +59,17 @@ def negotiate(accept: str | None) -> str:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        weights.setdefault(media.strip().lower(), (quality, -index))
-    preferred = weights.get(GRAPHQL_RESPONSE, (0.0, 0))
-    return (
-        GRAPHQL_RESPONSE if preferred[0] > 0 and preferred > weights.get(JSON, (0.0, 0)) else JSON
-    )
+        ranks.setdefault(media.strip().lower(), (quality, -index))
+    return ranks
+
+
+def negotiate(accept: str | None) -> str:
+    """The media type of the answer: `application/graphql-response+json` when Accept lists
+    it above `application/json` (or as high and first), else `application/json`, which
+    is also the answer to `*/*` and to no Accept at all (as the specification asks)."""
+    ranks = accept_ranks(accept)
+    preferred = ranks.get(GRAPHQL_RESPONSE, (0.0, 0))
+    return GRAPHQL_RESPONSE if preferred[0] > 0 and preferred > ranks.get(JSON, (0.0, 0)) else JSON
 
 
 def request_error(

@@ -48,6 +48,7 @@ from strawberry.subscriptions import (
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
 from app.graphql.context import Context
+from app.graphql.responses import accept_ranks
 
 if TYPE_CHECKING:
     from strawberry.asgi import GraphQL
@@ -97,18 +98,7 @@ class EventStreamTransport(SSETransport):
 def prefers(accept: str, media_type: str) -> bool:
     """Whether Accept ranks `media_type` at least as high as every JSON media type (by
     quality, then by order)."""
-    ranks: dict[str, tuple[float, int]] = {}
-    for index, part in enumerate(accept.split(",")):
-        media, *params = part.split(";")
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        ranks.setdefault(media.strip().lower(), (quality, -index))
+    ranks = accept_ranks(accept)
     wanted = ranks.get(media_type, (0.0, 0))
     return wanted[0] > 0 and all(wanted >= ranks.get(json, (0.0, 0)) for json in _JSON_TYPES)
 
