@@ -46,7 +46,7 @@ class EmbeddedWorker:
     """Dramatiq worker threads inside the API process (the embedded default)."""
 
     def __init__(self, broker: dramatiq.Broker, deps: Deps) -> None:
-        from workers.requests import declare_actors
+        from workers.actors import declare_actors
         from workers.runtime import WorkerRuntime
         from workers.sweeper import Sweeper
 

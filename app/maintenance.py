@@ -20,7 +20,7 @@ from app.tables import utcnow
 from providers.s3 import S3Storage
 from providers.storage import Storage, StoredObject
 
-# The folders the gateway stores under (workers/requests.py: images/, models/ and
+# The folders the gateway stores under (workers/image.py and workers/model.py: images/, models/ and
 # previews/; requests/ for files stored before 2026-12-01). Nothing else in the store
 # is ours to judge: a bucket may be shared.
 FOLDERS = ("images", "models", "previews", "requests")

@@ -19,7 +19,7 @@ from app.migrate import upgrade_async
 from app.queue import QUEUES, DramatiqQueue, JobQueue, StageMessage, build_broker
 from app.requests import jobs, repository, service
 from app.tables import DeadLetter
-from workers.requests import _locked
+from workers.claims import lock_job
 
 
 class LaterQueue:
@@ -109,7 +109,7 @@ async def purge_queue(deps: Deps, queue: str) -> tuple[int, int]:
     failed = 0
     for job_id in waiting:
         async with deps.unit() as unit:
-            locked = await _locked(unit, job_id)
+            locked = await lock_job(unit, job_id)
             if locked is None:
                 continue
             job, request = locked

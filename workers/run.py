@@ -15,8 +15,8 @@ from app.config import Settings
 from app.heap import tune_collector
 from app.metrics import WORKER_REGISTRY
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
+from workers.actors import declare_actors
 from workers.health import HealthServer
-from workers.requests import declare_actors
 from workers.runtime import WorkerRuntime
 from workers.sweeper import Sweeper
 from workers.watchdog import ConsumerWatchdog

@@ -32,7 +32,7 @@ from app.requests import jobs, repository, service
 from app.requests.stages import Status
 from app.tables import utcnow
 from app.unit import Unit
-from workers.requests import _locked
+from workers.claims import lock_job
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ async def sweep(deps: Deps, *, orphaned_before: datetime | None = None) -> Sweep
 async def _recover(
     unit: Unit, deps: Deps, job_id: str, cutoff: datetime, report: SweepReport
 ) -> None:
-    locked = await _locked(unit, job_id)
+    locked = await lock_job(unit, job_id)
     if locked is None:
         return
     job, request = locked
@@ -124,7 +124,7 @@ async def _resend(
 ) -> None:
     """Sends a waiting job's message again. `untouched_before`: its old message is said
     to be queued, so only if the job did not change since (another sweep resent it)."""
-    locked = await _locked(unit, job_id)
+    locked = await lock_job(unit, job_id)
     if locked is None:
         return
     job, request = locked

@@ -3,7 +3,7 @@
 Every change is one ledger row with a unique `key`, written in the same transaction
 as the balance update, so a debit or a refund happens exactly once however often the
 code that asks for it runs. Callers hold the user's row locked (see
-`workers.requests._locked` for the lock order).
+`workers.claims.lock_job` for the lock order).
 """
 
 from __future__ import annotations

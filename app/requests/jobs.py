@@ -2,7 +2,7 @@
 
 Shared by the pipeline actors, the stall sweeper and `lumi queue`, so a retry or a
 final failure looks the same whoever decides it. The caller holds the request and its
-owner locked (`workers.requests._locked`) and passes the attempt it claimed, which
+owner locked (`workers.claims.lock_job`) and passes the attempt it claimed, which
 fences off any older attempt still running somewhere.
 """
 

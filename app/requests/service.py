@@ -283,7 +283,7 @@ async def create_request(
     policy.check_providers(new)
     if new.priority == "high" and viewer.role not in policy.high_priority_roles:
         raise Forbidden("priority high is reserved to some roles", field="priority")
-    # Lock the owner before inserting rows that refer to it (see workers.requests._locked);
+    # Lock the owner before inserting rows that refer to it (see workers.claims.lock_job);
     # the lock also makes concurrent creations with one idempotency key take turns.
     user = await users.get(unit.session, viewer.id, for_update=True)
     assert user is not None, "a viewer is a user"

@@ -3,7 +3,7 @@
 Measured: N subscribers (1, 100, 1,000; --quick 1, 10, 100), each a user of its own
 following its own request with `requestUpdates` over graphql-transport-ws, connected to
 one `lumi serve` process on MariaDB and Redis. A driver process writes progress events
-exactly as a worker stage does (`workers/requests.py` → `service.transition` inside the
+exactly as a worker stage does (`workers/image.py` → `service.transition` inside the
 unit of work of `app/unit.py`: the request and its owner locked, the request updated
 and an event row inserted in one transaction), takes `time.time()` right after COMMIT
 returns, then publishes the event on the Redis bus as `publish_events` does. Clients

@@ -191,9 +191,7 @@ async def test_log_lines_are_json_and_carry_the_request_id_into_the_stages(
     # Every log line is one JSON object (the start-up banner with the dev token is not a
     # log line: it is printed for the person who ran `make run`).
     lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
-    stages = [
-        e for e in lines if e.get("request_id") == trace and e["logger"] == "workers.requests"
-    ]
+    stages = [e for e in lines if e.get("request_id") == trace and e["logger"] == "workers.actors"]
     assert {"optimize_prompt", "generate_image"} <= {e["message"].split()[1] for e in stages}
     assert token not in log_text
 

@@ -93,7 +93,7 @@ async def test_cancel_stops_a_running_request_and_its_stages_do_nothing_more(dep
 
 
 async def deliver_one(deps: Deps) -> None:
-    from workers.requests import STAGES
+    from workers.actors import STAGES
 
     queue = deps.queue
     assert isinstance(queue, RecordingQueue)

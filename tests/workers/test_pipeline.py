@@ -17,7 +17,7 @@ from app.requests.stages import Phase, Status
 from app.tables import GeneratedImage, GenerationJob, GenerationRequest, Model, RequestEvent
 from app.users.service import viewer_for
 from tests.conftest import RecordingQueue
-from workers.requests import STAGES
+from workers.actors import STAGES
 
 
 async def a_viewer(deps: Deps, name: str = "alice") -> Viewer:

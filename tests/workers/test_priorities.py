@@ -10,7 +10,7 @@ import dramatiq
 
 from app.queue import QUEUES, DramatiqQueue, StageMessage, build_broker
 from tests.conftest import make_settings
-from workers.requests import _actor
+from workers.actors import _actor
 from workers.runtime import StageLauncher
 
 

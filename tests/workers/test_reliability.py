@@ -19,7 +19,7 @@ from app.tables import CreditEntry, DeadLetter, GeneratedImage, GenerationJob, u
 from tests.conftest import RecordingQueue
 from tests.requests.test_cancel_and_idempotency import deliver_one
 from tests.workers.test_pipeline import a_viewer, deliver, events, request_row, submit
-from workers.requests import _claim, _locked
+from workers.claims import claim, lock_job
 from workers.sweeper import sweep
 
 TRANSIENT = jobs.Failure("PROVIDER_UNAVAILABLE", "vendor answered 503", transient=True)
@@ -43,10 +43,10 @@ async def job_rows(deps: Deps, request_id: str, kind: str | None = None) -> list
 async def fail_attempt(deps: Deps, job_id: str, failure: jobs.Failure) -> None:
     """A worker claims `job_id` and its provider call fails with `failure`."""
     async with deps.unit() as unit:
-        claimed = await _claim(unit, job_id, (await job_by_id(deps, job_id)).kind)
+        claimed = await claim(unit, job_id, (await job_by_id(deps, job_id)).kind)
         assert claimed is not None, "the job was due"
     async with deps.unit() as unit:
-        locked = await _locked(unit, job_id)
+        locked = await lock_job(unit, job_id)
         assert locked is not None
         await jobs.attempt_failed(unit, deps.settings, *locked, claimed[2], failure)
 
@@ -93,7 +93,7 @@ async def test_a_transient_failure_retries_later_and_says_so(deps: Deps) -> None
     # An early duplicate of the retry message is not due yet: nothing happens.
     early = jobs.message_for(await request_row(deps, request_id), job)
     async with deps.unit() as unit:
-        assert await _claim(unit, early.args[0], "IMAGE") is None
+        assert await claim(unit, early.args[0], "IMAGE") is None
     await make_due(deps, image_job.id)
     await deliver(deps)
     row = await request_row(deps, request_id)
@@ -144,7 +144,7 @@ async def test_attempts_run_out_then_the_request_fails_refunds_once_and_keeps_a_
     assert refunds == [1]
     # A late duplicate of the last attempt's outcome changes nothing.
     async with deps.unit() as unit:
-        locked = await _locked(unit, image_job.id)
+        locked = await lock_job(unit, image_job.id)
         assert locked is not None
         await jobs.attempt_failed(unit, deps.settings, *locked, 4, PERMANENT)
     assert len(await events(deps, request_id)) == len(history)
@@ -247,7 +247,7 @@ async def test_the_sweeper_retries_a_job_whose_worker_died(deps: Deps) -> None:
     request_id = await submit(deps, viewer, image_count=1)
     [image_job] = await to_images(deps, request_id)
     async with deps.unit() as unit:  # a worker claims the job, then is killed
-        assert await _claim(unit, image_job.id, "IMAGE") is not None
+        assert await claim(unit, image_job.id, "IMAGE") is not None
     assert (await sweep(deps)).retried == []  # its heartbeat is fresh: not stalled
     await stall(deps, image_job.id)
     report = await sweep(deps)

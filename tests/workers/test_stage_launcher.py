@@ -14,7 +14,8 @@ import pytest
 from app.config import Settings
 from app.queue import DramatiqQueue, StageMessage, build_broker
 from tests.conftest import make_settings
-from workers.requests import ESTIMATE_STEP, _actor, poll_delay, worth_an_event
+from workers.actors import _actor
+from workers.model import ESTIMATE_STEP, poll_delay, worth_an_event
 from workers.runtime import StageLauncher
 
 
