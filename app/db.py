@@ -28,7 +28,7 @@ _WRITE = "lumi_write"
 PING_AFTER_IDLE_SECONDS = 2.0
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, echo: bool = False, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
@@ -40,10 +40,12 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         echo=echo,
         isolation_level="READ COMMITTED",
         pool_recycle=1800,
-        pool_size=10,
+        pool_size=pool_size,
         max_overflow=20,
+        pool_reset_on_return=None,  # _reset_only_open_transactions does it
     )
     _ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    _reset_only_open_transactions(engine)
     return engine
 
 
@@ -69,6 +71,41 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
             sync_engine.dialect.do_ping(dbapi_connection)
         except Exception as error:  # gone: the pool replaces it and tries again
             raise exc.DisconnectionError(f"a pooled connection is gone: {error}") from error
+
+
+# The server's status flag for "a transaction is open on this connection" (MySQL's
+# SERVER_STATUS_IN_TRANS), carried by every OK packet.
+_IN_TRANSACTION = 0x0001
+_OPEN = "lumi_transaction_open"
+
+
+def _reset_only_open_transactions(engine: AsyncEngine) -> None:
+    """The pool's reset-on-return, skipped when the transaction has already ended.
+
+    SQLAlchemy rolls back every connection it takes back, also one whose transaction
+    just committed: a ROLLBACK round trip after each COMMIT, a third of a short write's
+    statements. A connection is now rolled back unless both say its transaction ended:
+    SQLAlchemy (its last transaction committed or rolled back) and the server (the
+    in-transaction flag of its last OK packet, which also sees a write sent on the
+    driver's connection behind SQLAlchemy's back)."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.info[_OPEN] = True
+
+    @event.listens_for(sync_engine, "commit")
+    @event.listens_for(sync_engine, "rollback")
+    def _on_end(conn: Connection) -> None:
+        conn.info[_OPEN] = False
+
+    @event.listens_for(sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: ConnectionPoolEntry, _state: Any) -> None:
+        status = getattr(getattr(dbapi_connection, "_connection", None), "server_status", None)
+        ended = record.info.get(_OPEN) is False
+        if ended and isinstance(status, int) and not status & _IN_TRANSACTION:
+            return
+        dbapi_connection.rollback()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

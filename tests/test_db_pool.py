@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from app import db as app_db
 from app.db import Database, create_engine
+from app.tables import User
 from tests.conftest import mariadb_admin
 
 
@@ -56,5 +57,59 @@ async def test_a_connection_back_a_moment_ago_is_not_pinged(
 
         assert len(ids) == 1  # the same pooled connection each time
         assert pings == 0
+    finally:
+        await database.dispose()
+
+
+async def session_rollbacks(database: Database) -> int:
+    """ROLLBACKs this pooled connection has sent (session counters: no other test's)."""
+    async with database.engine.connect() as connection:
+        result = await connection.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'"))
+        return int(result.one()[1])
+
+
+async def test_a_committed_transaction_is_not_rolled_back_on_its_return(
+    mariadb_url: str,
+) -> None:
+    database = Database(create_engine(mariadb_url, pool_size=1))
+    try:
+        before = await session_rollbacks(database)
+        for _ in range(3):
+            async with database.write() as session:
+                await session.execute(text("SELECT id FROM users LIMIT 1 FOR UPDATE"))
+
+        # one each for the two status reads (a SHOW opens no transaction: none); none
+        # for the three commits, which already ended their transactions
+        assert await session_rollbacks(database) - before <= 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_transaction_left_open_is_still_rolled_back_on_its_return(
+    mariadb_url: str,
+) -> None:
+    """A connection handed back with a transaction open must not hand its locks to the
+    next user of the pool, even one SQLAlchemy's bookkeeping does not see (a write sent
+    on the driver's connection after a commit)."""
+    database = Database(create_engine(mariadb_url, pool_size=1))
+    try:
+        user = User(external_id="held", display_name="Held")
+        async with database.write() as session:
+            session.add(user)
+
+        def write_behind_sqlalchemys_back(connection: Connection) -> None:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute("UPDATE users SET credits = credits + 1 WHERE id = %s", (user.id,))
+            cursor.close()
+
+        async with database.engine.connect() as connection:
+            await connection.run_sync(write_behind_sqlalchemys_back)
+        # back in the pool, with no commit: the pool must end the transaction
+
+        name = mariadb_url.rsplit("/", 1)[1].split("?")[0]
+        with mariadb_admin(name) as admin, admin.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            cursor.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user.id,))
+            assert cursor.fetchall()  # not "Lock wait timeout exceeded"
     finally:
         await database.dispose()
