@@ -21,7 +21,9 @@ from app.db import Database
 from app.metrics import EVENTS_PUBLISHED
 from app.models.changes import PublicChange, PublicChanges
 from app.queue import JobQueue, StageMessage
+from app.requests import repository as requests
 from app.tables import RequestEvent
+from app.users import repository as users
 from providers.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,30 @@ class Unit:
     # What the transaction changes of the public library (and of a viewer's own likes
     # and favorites), announced after commit.
     public_changes: list[PublicChange] = field(default_factory=list)
+    _stored: int = 0  # events[:_stored] are in the table
+
+    async def store_events(self) -> None:
+        """Writes the events appended since the last call: each user's take the next
+        numbers of that user's sequence (one statement per user, which locks the user's
+        row until commit), then one INSERT for them all.
+
+        Runs just before the commit (`unit_of_work`), so a user's row is locked for the
+        last statements of a transaction only: a user's stages do their work side by
+        side and take turns only to number their events. Call it earlier only to have
+        the rows in the table before the end (to delete them with their request)."""
+        pending = self.events[self._stored :]
+        if not pending:
+            return
+        by_user: dict[str, list[RequestEvent]] = {}
+        for event in pending:
+            by_user.setdefault(event.user_id, []).append(event)
+        for user_id in sorted(by_user):  # one order, should a unit span several users
+            events = by_user[user_id]
+            last = await users.take_event_seqs(self.session, user_id, len(events))
+            for number, event in enumerate(events, start=last - len(events) + 1):
+                event.user_seq = number
+        await requests.insert_events(self.session, pending)
+        self._stored = len(self.events)
 
 
 def event_payload(event: RequestEvent) -> dict[str, object]:
@@ -62,6 +88,7 @@ async def unit_of_work(
     async with db.write() as session:
         unit = Unit(session)
         yield unit
+        await unit.store_events()
     if changes is not None:  # first: cached answers go stale from this moment
         for change in unit.public_changes:
             await changes.announce(change)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Select, bindparam, delete, func, or_, update
+from sqlalchemy import Select, bindparam, delete, func, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -402,6 +402,14 @@ async def cancel_open_jobs(session: AsyncSession, request_id: str) -> None:
         )
         .values(status="CANCELLED", finished_at=now, updated_at=now)
     )
+
+
+_EVENTS = RequestEvent.__table__  # type: ignore[attr-defined]
+
+
+async def insert_events(session: AsyncSession, events: Sequence[RequestEvent]) -> None:
+    """Appends events to the log: one multi-row INSERT, whatever their number."""
+    await session.execute(insert(_EVENTS), [event.model_dump() for event in events])
 
 
 async def events_after(

@@ -175,17 +175,16 @@ def state_of(request: GenerationRequest) -> RequestState:
     )
 
 
-async def _append_event(
+def _append_event(
     unit: Unit, request: GenerationRequest, state: RequestState, **detail: Any
 ) -> RequestEvent:
-    user = await users.get(unit.session, request.user_id, for_update=True)
-    assert user is not None, "a request's owner exists (foreign key)"
-    user.event_seq += 1
+    """The event of a change, stored with the others when the unit commits (its
+    `user_seq` is given then: `Unit.store_events`)."""
     event = RequestEvent(
         request_id=request.id,
         seq=state.seq,
         user_id=request.user_id,
-        user_seq=user.event_seq,
+        user_seq=0,
         status=state.status,
         phase=state.phase,
         step=state.step,
@@ -193,7 +192,6 @@ async def _append_event(
         progress_estimated=state.progress_estimated,
         **detail,
     )
-    unit.session.add(event)
     unit.events.append(event)
     return event
 
@@ -231,7 +229,7 @@ async def transition(
         request.completed_at = request.updated_at
     if error_code is not None and target in _FAILURES:
         request.error_code, request.error_message = error_code, (message or "")[:1000]
-    return await _append_event(
+    return _append_event(
         unit,
         request,
         state,
@@ -318,7 +316,7 @@ async def create_request(
     await _pay(unit, user, request, policy, images=new.image_count, model=new.auto_model)
     job = _new_job(request.id, "PROMPT")
     unit.session.add_all([job, *_image_slots(request)])
-    await _append_event(unit, request, state, message="request received")
+    _append_event(unit, request, state, message="request received")
     unit.messages.append(stage_message(request, Stage.OPTIMIZE_PROMPT, job.id))
     return request
 
@@ -646,6 +644,7 @@ async def delete_request(unit: Unit, viewer: Viewer, request_id: str) -> None:
         await _cancel(unit, request, step="deleted by its owner")
     images = await repository.images_of(unit.session, [request.id])
     await _cancel_vendor_jobs(unit, request)
+    await unit.store_events()  # in the table, to go with the request's other events
     await models.detach_from_request(unit.session, request.id)
     await repository.delete_request(unit.session, request.id)
     unit.discarded.extend(image.storage_key for image in images if image.storage_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, cast
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col, select
@@ -50,6 +50,32 @@ async def get(session: AsyncSession, user_id: str, *, for_update: bool = False) 
         query = query.with_for_update()
     result = await session.execute(query)
     return result.scalar_one_or_none()
+
+
+_TAKE_SEQS_MYSQL = text(
+    "UPDATE users SET event_seq = LAST_INSERT_ID(event_seq + :n) WHERE id = :user_id"
+)
+_TAKE_SEQS = (
+    update(User)
+    .where(col(User.id) == bindparam("user_id"))
+    .values(event_seq=col(User.event_seq) + bindparam("n"))
+    .returning(col(User.event_seq))
+)
+
+
+async def take_event_seqs(session: AsyncSession, user_id: str, count: int) -> int:
+    """Hands out the next `count` numbers of the user's event sequence; the last of them.
+
+    One statement: MySQL returns the new value through LAST_INSERT_ID (in the reply
+    to the UPDATE itself), SQLite through RETURNING. The user's row stays locked until
+    the transaction ends, so a user's events commit in the order of their numbers:
+    take them at the end of the transaction (`Unit.store_events`), not before the work.
+    """
+    values = {"user_id": user_id, "n": count}
+    if session.get_bind().dialect.name == "sqlite":
+        return int((await session.execute(_TAKE_SEQS, values)).scalar_one())
+    result = await session.execute(_TAKE_SEQS_MYSQL, values)
+    return int(result.lastrowid)  # type: ignore[attr-defined]
 
 
 async def latest_event_seqs(session: AsyncSession, ids: Sequence[str]) -> dict[str, int]:

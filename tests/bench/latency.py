@@ -30,6 +30,7 @@ import math
 import time
 from typing import Any
 
+from app.graphql.relay import global_id
 from tests.bench.common import (
     REDIS_URL,
     CpuMeter,
@@ -133,6 +134,7 @@ async def drive_gateway(
                     progress=52.0 + 40.0 * number / per_request,
                     estimated=True,
                 )
+                await unit.store_events()  # as `unit_of_work` does before its commit
             at = time.time()
             await publish_events(bus, unit.events)
         committed[(rid, unit.events[0].seq)] = at
@@ -216,6 +218,8 @@ def measure_gateway(
             time.sleep(GRACE_SECONDS)
             cpu = meter.stop()
         frames = subs.stop()
+    # Events name their request by its global id; the driver knows the row ids.
+    row_ids = {global_id("GenerationRequest", rid): rid for _, rid, _ in group}
     latencies = []
     late: list[float] = []  # when (s after the first commit) the events over 10 ms were made
     first = min(committed.values(), default=0.0)
@@ -225,7 +229,7 @@ def measure_gateway(
         if message.get("type") != "next":
             continue
         event = message["payload"]["data"]["requestUpdates"]
-        key = (event["requestId"], int(event["seq"]))
+        key = (row_ids.get(event["requestId"], event["requestId"]), int(event["seq"]))
         if key in committed and key not in seen:
             seen.add(key)
             latencies.append((received_at - committed[key]) * 1000)
