@@ -28,7 +28,11 @@ _WRITE = "lumi_write"
 PING_AFTER_IDLE_SECONDS = 2.0
 
 
-def create_engine(url: str, *, echo: bool = False, pool_size: int = 20) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 20, autocommit: bool = False
+) -> AsyncEngine:
+    """The engine for `url`. `autocommit` (MySQL): each statement commits on its own, and
+    no COMMIT or ROLLBACK is ever sent: for work that is one statement at a time."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
@@ -38,7 +42,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 20) -> Async
     engine = create_async_engine(
         url,
         echo=echo,
-        isolation_level="READ COMMITTED",
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+        skip_autocommit_rollback=autocommit,
         pool_recycle=1800,
         pool_size=pool_size,
         max_overflow=20,
@@ -142,6 +147,8 @@ class Database:
         self._writes = async_sessionmaker(
             engine.execution_options(**{_WRITE: True}), expire_on_commit=False
         )
+        self._single_engine: AsyncEngine | None = None
+        self._single: async_sessionmaker[AsyncSession] | None = None
 
     @property
     def dialect(self) -> str:
@@ -165,7 +172,30 @@ class Database:
         async with self._writes() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def single_statements(self) -> AsyncIterator[AsyncSession]:
+        """A session whose statements each commit on their own, with no COMMIT or
+        ROLLBACK round trip: for work that is a read and one conditional UPDATE (a
+        stage's claim), where a transaction adds statements and nothing else. Its own
+        small pool of autocommit connections (MySQL); a write transaction on SQLite."""
+        if self.dialect == "sqlite":
+            async with self.write() as session:
+                yield session
+            return
+        if self._single is None:
+            url = self.engine.url.render_as_string(hide_password=False)
+            self._single_engine = create_engine(url, pool_size=5, autocommit=True)
+            self._single = async_sessionmaker(self._single_engine, expire_on_commit=False)
+        session = self._single()
+        try:
+            yield session
+        finally:
+            await close_session(session)
+
     async def dispose(self) -> None:
+        if self._single_engine is not None:
+            await self._single_engine.dispose()
+            self._single_engine = self._single = None
         await self.engine.dispose()
 
 

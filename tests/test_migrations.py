@@ -11,7 +11,17 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, String, create_engine, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    inspect,
+    select,
+    text,
+)
 
 from app.migrate import alembic_config, upgrade
 from app.tables import (
@@ -247,12 +257,23 @@ ROWS_NAMING_A_REQUEST = (
 
 
 def insert(connection: Connection, rows: list[Any]) -> None:
+    """Inserts table rows into a database at an older revision: only the columns it has
+    (a column added later takes its default when that revision adds it)."""
     now = utcnow()
     for row in rows:
+        table = row.__table__
+        present = {column["name"] for column in inspect(connection).get_columns(table.name)}
         values = {"created_at": now, **row.model_dump(exclude_none=True)}
-        if "updated_at" in row.__table__.columns:
+        if "updated_at" in table.columns:
             values["updated_at"] = now
-        connection.execute(row.__table__.insert(), values)
+        older = Table(
+            table.name,
+            MetaData(),
+            *(Column(c.name, c.type) for c in table.columns if c.name in present),
+        )
+        connection.execute(
+            older.insert(), {name: value for name, value in values.items() if name in present}
+        )
 
 
 def test_requests_hidden_before_0007_are_removed_and_their_models_stay(before_0007: str) -> None:

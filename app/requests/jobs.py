@@ -160,8 +160,17 @@ async def give_up(
         image = await repository.get_image(unit.session, str(job.image_id))
         assert image is not None, "an image job points at its image"
         image.status = "FAILED"
-        if status is Status.IMAGE_GENERATING:
-            await service.settle_images(unit, request, image, (failure.code, failure.message))
+        if status is not Status.IMAGE_GENERATING:
+            request.images_failed += 1  # tallied, though no phase is left to settle
+        else:
+            await service.settle_images(
+                unit,
+                request,
+                image.id,
+                image.index,
+                ok=False,
+                failure=(failure.code, failure.message),
+            )
     elif status in DUE[job.kind]:
         target = Status.IMAGE_FAILED if job.kind == "PROMPT" else Status.MODEL_FAILED
         await service.fail_request(

@@ -121,6 +121,30 @@ async def get_job(session: AsyncSession, job_id: str) -> GenerationJob | None:
     return await session.get(GenerationJob, job_id)
 
 
+def _claimable(job_id: str, attempt: int, now: datetime) -> tuple[Any, ...]:
+    """The job is waiting (or its retry is due) and still at the attempt the caller read."""
+    return (
+        col(GenerationJob.id) == job_id,
+        col(GenerationJob.status).in_(["PENDING", "RETRYING"]),
+        col(GenerationJob.attempt) == attempt,
+        or_(
+            col(GenerationJob.next_attempt_at).is_(None),
+            col(GenerationJob.next_attempt_at) <= now + timedelta(seconds=1),
+        ),
+    )
+
+
+def _running_values(attempt: int, now: datetime) -> dict[str, Any]:
+    return {
+        "status": "RUNNING",
+        "attempt": attempt + 1,
+        "started_at": now,
+        "heartbeat_at": now,
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+
+
 async def claim_job(session: AsyncSession, job: GenerationJob) -> int | None:
     """PENDING or due RETRYING → RUNNING in one conditional UPDATE; returns the attempt.
 
@@ -128,29 +152,117 @@ async def claim_job(session: AsyncSession, job: GenerationJob) -> int | None:
     read, so the winner's attempt is a fencing token for everything it writes later.
     """
     now = utcnow()
-    attempt = job.attempt + 1
     result = await session.execute(
         update(GenerationJob)
-        .where(
-            col(GenerationJob.id) == job.id,
-            col(GenerationJob.status).in_(["PENDING", "RETRYING"]),
-            col(GenerationJob.attempt) == job.attempt,
-            or_(
-                col(GenerationJob.next_attempt_at).is_(None),
-                col(GenerationJob.next_attempt_at) <= now + timedelta(seconds=1),
-            ),
-        )
-        .values(
-            status="RUNNING",
-            attempt=attempt,
-            started_at=now,
-            heartbeat_at=now,
-            next_attempt_at=None,
-            updated_at=now,
-        )
+        .where(*_claimable(job.id, job.attempt, now))
+        .values(**_running_values(job.attempt, now))
         .execution_options(synchronize_session=False)
     )
-    return attempt if _one_row(result) else None
+    return job.attempt + 1 if _one_row(result) else None
+
+
+class ImageWork(Protocol):
+    """What an image stage needs of its job, image and request: one read."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def request_status(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def image_provider(self) -> str | None: ...
+    @property
+    def image_id(self) -> str: ...
+    @property
+    def image_index(self) -> int: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+
+
+_JOBS, _IMAGES = GenerationJob.__table__, GeneratedImage.__table__  # type: ignore[attr-defined]
+# Built once: every image stage runs it.
+_IMAGE_WORK_COLUMNS: tuple[Any, ...] = (
+    col(GenerationJob.kind),
+    col(GenerationJob.attempt),
+    col(GenerationJob.request_id),
+    col(GenerationRequest.status).label("request_status"),
+    col(GenerationRequest.image_width).label("width"),
+    col(GenerationRequest.image_height).label("height"),
+    col(GenerationRequest.image_provider),
+    col(GeneratedImage.id).label("image_id"),
+    col(GeneratedImage.index).label("image_index"),
+    col(GeneratedImage.prompt),
+    col(GeneratedImage.seed),
+)
+_IMAGE_WORK: Select[Any] = (
+    select(*_IMAGE_WORK_COLUMNS)
+    .join(GenerationRequest, col(GenerationRequest.id) == col(GenerationJob.request_id))
+    .join(GeneratedImage, col(GeneratedImage.id) == col(GenerationJob.image_id))
+    .where(col(GenerationJob.id) == bindparam("job_id"))
+)
+
+
+async def image_work(session: AsyncSession, job_id: str) -> ImageWork | None:
+    """The image job with its image and request, as they are now: a plain read."""
+    row = (await session.execute(_IMAGE_WORK, {"job_id": job_id})).first()
+    return cast(ImageWork | None, row)
+
+
+def _mysql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name != "sqlite"
+
+
+async def claim_image(session: AsyncSession, job_id: str, image_id: str, attempt: int) -> bool:
+    """Claims an image job as `claim_job` does (attempt `attempt` + 1) and shows its image
+    GENERATING: one multiple-table UPDATE on MySQL, two statements on SQLite."""
+    now = utcnow()
+    claimed = update(_JOBS).where(*_claimable(job_id, attempt, now))
+    running = {_JOBS.c[name]: value for name, value in _running_values(attempt, now).items()}
+    if _mysql(session):
+        statement = claimed.where(_IMAGES.c.id == _JOBS.c.image_id).values(
+            {**running, _IMAGES.c.status: "GENERATING"}
+        )
+        return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+    if not _one_row(await session.execute(claimed.values(running))):
+        return False
+    await session.execute(
+        update(_IMAGES).where(_IMAGES.c.id == image_id).values(status="GENERATING")
+    )
+    return True
+
+
+async def finish_image(
+    session: AsyncSession, job_id: str, attempt: int, image_id: str, **image: Any
+) -> bool:
+    """Attempt `attempt`'s image job → COMPLETED and its image → COMPLETED with `image`'s
+    values, when that attempt still owns the job: one multiple-table UPDATE on MySQL."""
+    now = utcnow()
+    done = {"status": "COMPLETED", "finished_at": now, "updated_at": now, "heartbeat_at": now}
+    owned = update(_JOBS).where(
+        _JOBS.c.id == job_id, _JOBS.c.status == "RUNNING", _JOBS.c.attempt == attempt
+    )
+    stored = {"status": "COMPLETED", **image}
+    if _mysql(session):
+        statement = owned.where(_IMAGES.c.id == _JOBS.c.image_id).values(
+            {
+                **{_JOBS.c[k]: v for k, v in done.items()},
+                **{_IMAGES.c[k]: v for k, v in stored.items()},
+            }
+        )
+        return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+    if not _one_row(await session.execute(owned.values(done))):
+        return False
+    await session.execute(update(_IMAGES).where(_IMAGES.c.id == image_id).values(stored))
+    return True
 
 
 async def claim_poll(session: AsyncSession, job_id: str, poll_no: int) -> bool:
@@ -365,17 +477,6 @@ async def set_vendor_job(
         .values(provider=provider, vendor_job_id=vendor_job_id, heartbeat_at=now, updated_at=now)
     )
     return _one_row(result)
-
-
-async def image_counts(session: AsyncSession, request_id: str) -> dict[str, int]:
-    """How many of a request's images are in each status."""
-    query = (
-        select(GeneratedImage.status, func.count())
-        .where(col(GeneratedImage.request_id) == request_id)
-        .group_by(col(GeneratedImage.status))
-    )
-    result = await session.execute(query)
-    return {status: count for status, count in result}
 
 
 async def first_completed_image(session: AsyncSession, request_id: str) -> GeneratedImage | None:

@@ -431,28 +431,36 @@ async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str
 async def settle_images(
     unit: Unit,
     request: GenerationRequest,
-    image: GeneratedImage,
+    image_id: str,
+    index: int,
+    *,
+    ok: bool,
     failure: tuple[str, str] | None = None,
 ) -> None:
-    """After one image finished or failed: report it, and close the phase when all are done.
+    """After image `index` finished (`ok`) or failed for good: report it, and close the
+    phase when all are done. The caller has just moved the image to its final status.
 
-    Images that failed for good are refunded when the phase closes; when none succeeded
-    the request fails (and everything it paid for is refunded).
+    The request keeps the tally of its finished images, so the last one is known
+    without counting them. Images that failed for good are refunded when the phase
+    closes; when none succeeded the request fails (and everything it paid for is
+    refunded).
     """
-    counts = await repository.image_counts(unit.session, request.id)
-    total = sum(counts.values())
-    done = counts.get("COMPLETED", 0)
-    finished = done + counts.get("FAILED", 0)
+    if ok:
+        request.images_completed += 1
+    else:
+        request.images_failed += 1
+    total = request.image_count
+    done = request.images_completed
+    finished = done + request.images_failed
     span = PROGRESS_IMAGES_END - PROGRESS_IMAGES_START
-    ok = image.status == "COMPLETED"
     await transition(
         unit,
         request,
         Status.IMAGE_GENERATING,
         step=f"generating images ({done} of {total} ready)",
         progress=PROGRESS_IMAGES_START + span * finished / max(total, 1),
-        message=f"image {image.index + 1} of {total} {'ready' if ok else 'failed'}",
-        image_id=image.id,
+        message=f"image {index + 1} of {total} {'ready' if ok else 'failed'}",
+        image_id=image_id,
     )
     if finished < total:
         return
@@ -587,6 +595,7 @@ async def retry_request(
             raise RequestNotRetryable(status=request.status)
         await _pay(unit, user, request, policy, images=len(failed), model=request.auto_model)
         request.error_code = request.error_message = None
+        request.images_failed -= len(failed)
         for image in failed:
             image.status = "PENDING"
             job = _new_job(request.id, "IMAGE", image.id)

@@ -42,6 +42,10 @@ class GenerationRequest(SQLModel, table=True):
     selected_image_id: str | None = Field(default=None, max_length=ID_LENGTH)
     idempotency_key: str | None = key_field(128, default=None)
     seq: int = 0
+    # How many of its images have finished, each way: kept with the image's own status
+    # under the request's lock (the last image's stage closes the phase).
+    images_completed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    images_failed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=1000)
     created_at: datetime = created_field()

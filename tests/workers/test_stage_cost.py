@@ -1,0 +1,127 @@
+"""What one image stage costs the database: the pipeline's hot path, statement by
+statement (issue 21: at most 8 per image task), with the stage's guarantees intact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiomysql import connection as aiomysql_connection
+from pymysql.constants import COMMAND
+from sqlmodel import col, select
+
+from app.auth import Claims, Viewer
+from app.deps import Deps
+from app.requests import service
+from app.requests.service import Stage
+from app.requests.stages import Status
+from app.tables import GenerationRequest, RequestEvent
+from app.users.service import viewer_for
+from tests.conftest import RecordingQueue
+from workers.actors import STAGES
+
+IMAGES = 4
+
+
+@pytest.fixture(params=["mariadb"])
+def database_url(request: pytest.FixtureRequest, mariadb_url: str) -> str:
+    from tests.conftest import empty_tables
+
+    empty_tables(mariadb_url)
+    return mariadb_url
+
+
+class Statements:
+    """Every statement the process sends to MariaDB (COMMIT and ROLLBACK included):
+    what the server's counters, and the benchmark, count."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.sent)
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[Statements]:
+    seen = Statements()
+    execute = aiomysql_connection.Connection._execute_command
+
+    async def counted(self: Any, command: int, sql: Any) -> Any:
+        if command == COMMAND.COM_QUERY:
+            seen.sent.append(sql if isinstance(sql, str) else sql.decode(errors="replace"))
+        return await execute(self, command, sql)
+
+    monkeypatch.setattr(aiomysql_connection.Connection, "_execute_command", counted)
+    yield seen
+
+
+async def a_viewer(deps: Deps) -> Viewer:
+    async with deps.db.write() as session:
+        return await viewer_for(session, Claims(subject="ada", name="Ada"), initial_credits=100)
+
+
+async def images_waiting(deps: Deps, viewer: Viewer) -> tuple[str, list[str]]:
+    """A request whose prompt stage has run: its image jobs wait for a worker."""
+    new = service.NewRequest(prompt="a small ceramic owl", image_count=IMAGES, image_size=64)
+    async with deps.unit() as unit:
+        request = await service.create_request(unit, viewer, new)
+    queue = deps.queue
+    assert isinstance(queue, RecordingQueue)
+    for message in queue.take():
+        await STAGES[message.stage](deps, *message.args)
+    images = [m for m in queue.take() if m.stage == Stage.GENERATE_IMAGE]
+    assert len(images) == IMAGES
+    return request.id, [str(message.args[0]) for message in images]
+
+
+async def test_an_image_task_costs_at_most_eight_statements(
+    deps: Deps, statements: Statements
+) -> None:
+    deps.settings.stall_seconds = 3600.0  # no heartbeat inside the measurement
+    viewer = await a_viewer(deps)
+    request_id, job_ids = await images_waiting(deps, viewer)
+    await STAGES[Stage.GENERATE_IMAGE](deps, "0" * 32)  # no such job: connections warm up
+
+    costs = []
+    for job_id in job_ids:  # the last one also closes the phase
+        before = statements.count
+        await STAGES[Stage.GENERATE_IMAGE](deps, job_id)
+        costs.append(statements.sent[before:])
+
+    assert all(len(sent) <= 8 for sent in costs), [len(sent) for sent in costs]
+    async with deps.db.read() as session:
+        request = await session.get(GenerationRequest, request_id)
+        events = (
+            await session.execute(
+                select(RequestEvent)
+                .where(col(RequestEvent.request_id) == request_id)
+                .order_by(col(RequestEvent.seq))
+            )
+        ).scalars()
+        user_seqs = [event.user_seq for event in events]
+    assert request is not None
+    assert request.status == Status.IMAGE_COMPLETED
+    assert (request.images_completed, request.images_failed) == (IMAGES, 0)
+    assert user_seqs == list(range(1, len(user_seqs) + 1))  # one user sequence, no gap
+
+
+async def test_a_repeated_image_message_costs_one_read_and_changes_nothing(
+    deps: Deps, statements: Statements
+) -> None:
+    deps.settings.stall_seconds = 3600.0
+    viewer = await a_viewer(deps)
+    request_id, job_ids = await images_waiting(deps, viewer)
+    await STAGES[Stage.GENERATE_IMAGE](deps, job_ids[0])
+    await STAGES[Stage.GENERATE_IMAGE](deps, "0" * 32)
+
+    before = statements.count
+    await STAGES[Stage.GENERATE_IMAGE](deps, job_ids[0])  # delivered again
+
+    assert statements.count - before <= 2  # the read that finds it taken, and its claim
+    async with deps.db.read() as session:
+        request = await session.get(GenerationRequest, request_id)
+    assert request is not None
+    assert request.images_completed == 1
