@@ -25,7 +25,6 @@ from app.requests.service import JobNote
 from app.requests.stages import Status
 from app.tables import GenerationJob, GenerationRequest
 from app.unit import Unit
-from app.users import repository as users
 from providers.base import (
     ProviderError,
     ProviderRateLimited,
@@ -41,31 +40,36 @@ Claimed = tuple[GenerationJob, GenerationRequest, int]
 
 
 async def lock_job(unit: Unit, job_id: str) -> Locked | None:
-    """The job and its request, with the request's and then its owner's rows locked.
+    """The job and its request, the request's row locked and the job read as of that
+    lock (cancel changes both under it, so what is read here is settled).
 
-    One lock order everywhere: request, then user, before any insert. An insert that
-    refers to the user (a model row) takes a shared lock on it under MySQL; two
-    transactions upgrading shared locks to the event counter's exclusive one deadlock.
+    One lock order everywhere: a request before its jobs and images, its owner last.
+    The owner's row is locked by what needs it: numbering events at commit
+    (`Unit.store_events`), paying or refunding, adding a model to the library.
     """
-    job = await repository.get_job(unit.session, job_id)
-    if job is None:
+    request_id = await repository.request_of_job(unit.session, job_id)
+    if request_id is None:
         return None
-    request = await repository.get(unit.session, job.request_id, for_update=True)
+    request = await repository.get(unit.session, request_id, for_update=True)
     if request is None:
         return None
-    await users.get(unit.session, request.user_id, for_update=True)
-    await unit.session.refresh(job)  # as of the lock: another attempt may have moved it
+    job = await repository.get_job(unit.session, job_id, fresh=True)
+    if job is None:
+        return None
     return job, request
 
 
 async def claim(unit: Unit, job_id: str, kind: str) -> Claimed | None:
     """Takes the job for one attempt when its work is still due; None otherwise (a
-    repeated message, a cancelled request, a retry not due yet)."""
-    locked = await lock_job(unit, job_id)
-    if locked is None:
+    repeated message, a cancelled request, a retry not due yet).
+
+    The job is read before the request's lock: the claim's UPDATE requires the status
+    and attempt read, so a job moved meanwhile (cancelled, taken) is simply not claimed."""
+    job = await repository.get_job(unit.session, job_id)
+    if job is None or job.kind != kind:
         return None
-    job, request = locked
-    if job.kind != kind or Status(request.status) not in jobs.DUE[kind]:
+    request = await repository.get(unit.session, job.request_id, for_update=True)
+    if request is None or Status(request.status) not in jobs.DUE[kind]:
         return None
     attempt = await repository.claim_job(unit.session, job)
     if attempt is None:

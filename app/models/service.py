@@ -19,6 +19,7 @@ from app.models.repository import ModelRow
 from app.requests.service import check_id
 from app.tables import GenerationRequest, Model, utcnow
 from app.unit import Unit
+from app.users import repository as users
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
@@ -74,6 +75,10 @@ class StoredModel:
 async def add_to_library(
     unit: Unit, request: GenerationRequest, stored: StoredModel, *, provider: str
 ) -> Model:
+    # The owner's row first: the model's foreign key takes a shared lock on it, and two
+    # transactions that each hold one and then number their events (an exclusive lock
+    # on the same row) would deadlock.
+    await users.get(unit.session, request.user_id, for_update=True)
     main = stored.files[0]
     model = Model(
         owner_id=request.user_id,

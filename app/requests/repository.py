@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Select, bindparam, delete, func, insert, or_, update
+from sqlalchemy import Select, bindparam, case, delete, func, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -113,12 +113,35 @@ async def jobs_of(session: AsyncSession, request_ids: Sequence[str]) -> list[Gen
     return list(result.scalars())
 
 
+async def set_image_prompts(session: AsyncSession, prompts: dict[str, str]) -> None:
+    """Gives each image (by id) its prompt: one UPDATE, whatever their number."""
+    if not prompts:
+        return
+    await session.execute(
+        update(_IMAGES)
+        .where(_IMAGES.c.id.in_(list(prompts)))
+        .values(prompt=case(prompts, value=_IMAGES.c.id))
+    )
+
+
 async def get_image(session: AsyncSession, image_id: str) -> GeneratedImage | None:
     return await session.get(GeneratedImage, image_id)
 
 
-async def get_job(session: AsyncSession, job_id: str) -> GenerationJob | None:
-    return await session.get(GenerationJob, job_id)
+_REQUEST_OF_JOB = select(col(GenerationJob.request_id)).where(
+    col(GenerationJob.id) == bindparam("job_id")
+)
+
+
+async def request_of_job(session: AsyncSession, job_id: str) -> str | None:
+    return (await session.execute(_REQUEST_OF_JOB, {"job_id": job_id})).scalar_one_or_none()
+
+
+async def get_job(
+    session: AsyncSession, job_id: str, *, fresh: bool = False
+) -> GenerationJob | None:
+    """The job; `fresh`: read again even if this session has it (as of a lock just taken)."""
+    return await session.get(GenerationJob, job_id, populate_existing=fresh)
 
 
 def _claimable(job_id: str, attempt: int, now: datetime) -> tuple[Any, ...]:

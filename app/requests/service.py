@@ -408,17 +408,24 @@ async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str
     """Stores the prompt variants, gives each image slot its variant and fans out one
     image job per slot. A slot the variants fall short of keeps the prompt itself; a
     request created before slots were made with it gets its images here."""
-    request.optimized_prompts = prompts
     slots = {image.index: image for image in await repository.images_of(unit.session, [request.id])}
-    if not slots:
+    variants = {index: prompt for index, prompt in enumerate(prompts)}
+    if slots:
+        await repository.set_image_prompts(
+            unit.session,
+            {image.id: variants[index] for index, image in slots.items() if index in variants},
+        )
+    else:
         slots = {image.index: image for image in _image_slots(request)}
+        for index, image in slots.items():
+            image.prompt = variants.get(index, image.prompt)
         unit.session.add_all(slots.values())
-    for index, image in sorted(slots.items()):
-        if index < len(prompts):
-            image.prompt = prompts[index]
+    for _, image in sorted(slots.items()):
         job = _new_job(request.id, "IMAGE", image.id)
         unit.session.add(job)
         unit.messages.append(stage_message(request, Stage.GENERATE_IMAGE, job.id))
+    # After the statements above: set earlier, autoflush would write the request twice.
+    request.optimized_prompts = prompts
     await transition(
         unit,
         request,

@@ -3,7 +3,6 @@ statement (issue 21: at most 8 per image task), with the stage's guarantees inta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,6 +37,7 @@ class Statements:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.prompt: list[str] = []
 
     @property
     def count(self) -> int:
@@ -45,7 +45,7 @@ class Statements:
 
 
 @pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[Statements]:
+def statements(monkeypatch: pytest.MonkeyPatch) -> Statements:
     seen = Statements()
     execute = aiomysql_connection.Connection._execute_command
 
@@ -55,7 +55,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[Statements]:
         return await execute(self, command, sql)
 
     monkeypatch.setattr(aiomysql_connection.Connection, "_execute_command", counted)
-    yield seen
+    return seen
 
 
 async def a_viewer(deps: Deps) -> Viewer:
@@ -63,27 +63,33 @@ async def a_viewer(deps: Deps) -> Viewer:
         return await viewer_for(session, Claims(subject="ada", name="Ada"), initial_credits=100)
 
 
-async def images_waiting(deps: Deps, viewer: Viewer) -> tuple[str, list[str]]:
-    """A request whose prompt stage has run: its image jobs wait for a worker."""
+async def images_waiting(
+    deps: Deps, viewer: Viewer, statements: Statements | None = None
+) -> tuple[str, list[str]]:
+    """A request whose prompt stage has run: its image jobs wait for a worker. With
+    `statements`, what the prompt stage sent is left in `statements.prompt`."""
     new = service.NewRequest(prompt="a small ceramic owl", image_count=IMAGES, image_size=64)
     async with deps.unit() as unit:
         request = await service.create_request(unit, viewer, new)
     queue = deps.queue
     assert isinstance(queue, RecordingQueue)
-    for message in queue.take():
-        await STAGES[message.stage](deps, *message.args)
+    (prompt,) = queue.take()
+    await STAGES[Stage.GENERATE_IMAGE](deps, "0" * 32)  # no such job: connections warm up
+    before = statements.count if statements else 0
+    await STAGES[prompt.stage](deps, *prompt.args)
+    if statements:
+        statements.prompt = statements.sent[before:]
     images = [m for m in queue.take() if m.stage == Stage.GENERATE_IMAGE]
     assert len(images) == IMAGES
     return request.id, [str(message.args[0]) for message in images]
 
 
-async def test_an_image_task_costs_at_most_eight_statements(
+async def test_an_image_task_costs_at_most_eight_statements_and_its_prompt_eighteen(
     deps: Deps, statements: Statements
 ) -> None:
     deps.settings.stall_seconds = 3600.0  # no heartbeat inside the measurement
     viewer = await a_viewer(deps)
-    request_id, job_ids = await images_waiting(deps, viewer)
-    await STAGES[Stage.GENERATE_IMAGE](deps, "0" * 32)  # no such job: connections warm up
+    request_id, job_ids = await images_waiting(deps, viewer, statements)
 
     costs = []
     for job_id in job_ids:  # the last one also closes the phase
@@ -92,6 +98,8 @@ async def test_an_image_task_costs_at_most_eight_statements(
         costs.append(statements.sent[before:])
 
     assert all(len(sent) <= 8 for sent in costs), [len(sent) for sent in costs]
+    # the prompt stage, shared by the request's images: claim, then fan out four jobs
+    assert len(statements.prompt) <= 18, "\n".join(s[:70] for s in statements.prompt)
     async with deps.db.read() as session:
         request = await session.get(GenerationRequest, request_id)
         events = (
@@ -115,7 +123,6 @@ async def test_a_repeated_image_message_costs_one_read_and_changes_nothing(
     viewer = await a_viewer(deps)
     request_id, job_ids = await images_waiting(deps, viewer)
     await STAGES[Stage.GENERATE_IMAGE](deps, job_ids[0])
-    await STAGES[Stage.GENERATE_IMAGE](deps, "0" * 32)
 
     before = statements.count
     await STAGES[Stage.GENERATE_IMAGE](deps, job_ids[0])  # delivered again
