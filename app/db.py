@@ -184,7 +184,8 @@ class Database:
             return
         if self._single is None:
             url = self.engine.url.render_as_string(hide_password=False)
-            self._single_engine = create_engine(url, pool_size=5, autocommit=True)
+            size = self.engine.pool.size()  # type: ignore[attr-defined]
+            self._single_engine = create_engine(url, pool_size=size, autocommit=True)
             self._single = async_sessionmaker(self._single_engine, expire_on_commit=False)
         session = self._single()
         try:

@@ -236,7 +236,10 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
         from app.redis_clients import connect
 
         redis = connect(settings.redis_url)
-    db = Database(create_engine(settings.resolved_database_url))
+    # A worker's stages each hold a connection while they write: a pool smaller than
+    # their number closed and reopened connections all day.
+    pool_size = max(20, min(settings.stage_concurrency, 64))
+    db = Database(create_engine(settings.resolved_database_url, pool_size=pool_size))
     deps = Deps(
         settings=settings,
         db=db,

@@ -1,4 +1,5 @@
-"""4. Pipeline throughput: image tasks per second end to end, one worker process.
+"""4. Pipeline throughput: image tasks per second end to end, one worker process, and
+what each image task costs.
 
 Measured: 500 requests of 4 images each (--quick 50) are created through the requests
 service (`service.create_request` in a unit of work, exactly what the `createRequest`
@@ -8,7 +9,10 @@ resolver runs, without the API in front: the API is not what is measured here), 
 providers: LUMI_LOCAL_LATENCY_SECONDS=0 and 64 px images, the smallest the local
 renderer makes, so rendering costs ~1 ms) starts and runs them all. The figure is image
 tasks / (last image job finished - first prompt job claimed), both from the job table:
-every prompt stage is included, worker start-up is not.
+every prompt stage is included, worker start-up is not. Per image task (a quarter of
+a prompt stage included): the worker's CPU over the run, and the statements MariaDB
+counted (`Com_*`, by kind), less the benchmark's own polling. The same then runs on 2
+worker processes: the scale-out figure.
 
 Floor: a no-op Dramatiq actor on the same Redis broker (same namespace and middleware,
 built by `app.queue.build_broker`), one worker process with the same 8 threads, the
