@@ -3,6 +3,7 @@ statement (issue 21: at most 8 per image task), with the stage's guarantees inta
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from app.tables import GenerationRequest, RequestEvent
 from app.users.service import viewer_for
 from tests.conftest import RecordingQueue
 from workers.actors import STAGES
+from workers.claims import lock_job
 
 IMAGES = 4
 
@@ -132,3 +134,35 @@ async def test_a_repeated_image_message_costs_one_read_and_changes_nothing(
         request = await session.get(GenerationRequest, request_id)
     assert request is not None
     assert request.images_completed == 1
+
+
+async def test_a_users_stages_do_not_wait_for_each_other(deps: Deps) -> None:
+    """One request of a user in the middle of a stage's transaction (its request locked,
+    its event not yet numbered) does not hold up the images of the user's other request:
+    the owner's row is locked only to number events, just before a commit."""
+    deps.settings.stall_seconds = 3600.0
+    viewer = await a_viewer(deps)
+    _, first_jobs = await images_waiting(deps, viewer)
+    second_id, second_jobs = await images_waiting(deps, viewer)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def a_stage_midway() -> None:
+        async with deps.unit() as unit:
+            assert await lock_job(unit, first_jobs[0]) is not None
+            started.set()
+            await release.wait()
+
+    holder = asyncio.create_task(a_stage_midway())
+    try:
+        await started.wait()
+        async with asyncio.timeout(20):  # innodb_lock_wait_timeout is 50 s
+            for job_id in second_jobs:
+                await STAGES[Stage.GENERATE_IMAGE](deps, job_id)
+    finally:
+        release.set()
+        await holder
+
+    async with deps.db.read() as session:
+        second = await session.get(GenerationRequest, second_id)
+    assert second is not None
+    assert second.status == Status.IMAGE_COMPLETED
