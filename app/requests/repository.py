@@ -35,13 +35,16 @@ STUCK_STATUSES = frozenset(
 )
 
 
+# Built once: every stage locks its request.
+_REQUEST = select(GenerationRequest).where(col(GenerationRequest.id) == bindparam("request_id"))
+_REQUEST_LOCKED = _REQUEST.with_for_update()
+
+
 async def get(
     session: AsyncSession, request_id: str, *, for_update: bool = False
 ) -> GenerationRequest | None:
-    query = select(GenerationRequest).where(col(GenerationRequest.id) == request_id)
-    if for_update:
-        query = query.with_for_update()
-    result = await session.execute(query)
+    query = _REQUEST_LOCKED if for_update else _REQUEST
+    result = await session.execute(query, {"request_id": request_id})
     return result.scalar_one_or_none()
 
 
@@ -244,47 +247,113 @@ def _mysql(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name != "sqlite"
 
 
+def _image_statements() -> dict[str, Any]:
+    """The image stage's UPDATEs, built once: every image runs two of them.
+
+    Bound names differ from the column names (SQLAlchemy keeps those for SET)."""
+    jobs, images = _JOBS.c, _IMAGES.c
+    claimable = update(_JOBS).where(
+        jobs.id == bindparam("b_job"),
+        jobs.status.in_(["PENDING", "RETRYING"]),
+        jobs.attempt == bindparam("b_attempt"),
+        or_(jobs.next_attempt_at.is_(None), jobs.next_attempt_at <= bindparam("b_due_by")),
+    )
+    running = {
+        jobs.status: "RUNNING",
+        jobs.attempt: jobs.attempt + 1,
+        jobs.started_at: bindparam("b_now"),
+        jobs.heartbeat_at: bindparam("b_now"),
+        jobs.next_attempt_at: None,
+        jobs.updated_at: bindparam("b_now"),
+    }
+    owned = update(_JOBS).where(
+        jobs.id == bindparam("b_job"),
+        jobs.status == "RUNNING",
+        jobs.attempt == bindparam("b_attempt"),
+    )
+    done = {
+        jobs.status: "COMPLETED",
+        jobs.finished_at: bindparam("b_now"),
+        jobs.updated_at: bindparam("b_now"),
+        jobs.heartbeat_at: bindparam("b_now"),
+    }
+    stored = {
+        images.status: "COMPLETED",
+        images.storage_key: bindparam("b_key"),
+        images.content_type: bindparam("b_type"),
+        images.width: bindparam("b_width"),
+        images.height: bindparam("b_height"),
+        images.provider: bindparam("b_provider"),
+    }
+    image = update(_IMAGES).where(images.id == bindparam("b_image"))
+    joined = images.id == jobs.image_id
+    return {
+        # MySQL: job and image in one multiple-table UPDATE
+        "claim": claimable.where(joined).values({**running, images.status: "GENERATING"}),
+        "finish": owned.where(joined).values({**done, **stored}),
+        # SQLite: one table per UPDATE
+        "claim_job": claimable.values(running),
+        "show_generating": image.values({images.status: "GENERATING"}),
+        "finish_job": owned.values(done),
+        "store_image": image.values(stored),
+    }
+
+
+_IMAGE_UPDATES = _image_statements()
+
+
 async def claim_image(session: AsyncSession, job_id: str, image_id: str, attempt: int) -> bool:
     """Claims an image job as `claim_job` does (attempt `attempt` + 1) and shows its image
     GENERATING: one multiple-table UPDATE on MySQL, two statements on SQLite."""
     now = utcnow()
-    claimed = update(_JOBS).where(*_claimable(job_id, attempt, now))
-    running = {_JOBS.c[name]: value for name, value in _running_values(attempt, now).items()}
+    values = {
+        "b_job": job_id,
+        "b_attempt": attempt,
+        "b_due_by": now + timedelta(seconds=1),
+        "b_now": now,
+        "b_image": image_id,
+    }
     if _mysql(session):
-        statement = claimed.where(_IMAGES.c.id == _JOBS.c.image_id).values(
-            {**running, _IMAGES.c.status: "GENERATING"}
-        )
-        return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
-    if not _one_row(await session.execute(claimed.values(running))):
+        result = await session.execute(_IMAGE_UPDATES["claim"], values)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not _one_row(await session.execute(_IMAGE_UPDATES["claim_job"], values)):
         return False
-    await session.execute(
-        update(_IMAGES).where(_IMAGES.c.id == image_id).values(status="GENERATING")
-    )
+    await session.execute(_IMAGE_UPDATES["show_generating"], values)
     return True
 
 
 async def finish_image(
-    session: AsyncSession, job_id: str, attempt: int, image_id: str, **image: Any
+    session: AsyncSession,
+    job_id: str,
+    attempt: int,
+    image_id: str,
+    *,
+    storage_key: str,
+    content_type: str,
+    width: int,
+    height: int,
+    provider: str,
 ) -> bool:
-    """Attempt `attempt`'s image job → COMPLETED and its image → COMPLETED with `image`'s
-    values, when that attempt still owns the job: one multiple-table UPDATE on MySQL."""
-    now = utcnow()
-    done = {"status": "COMPLETED", "finished_at": now, "updated_at": now, "heartbeat_at": now}
-    owned = update(_JOBS).where(
-        _JOBS.c.id == job_id, _JOBS.c.status == "RUNNING", _JOBS.c.attempt == attempt
-    )
-    stored = {"status": "COMPLETED", **image}
+    """Attempt `attempt`'s image job → COMPLETED and its image → COMPLETED, stored at
+    `storage_key`, when that attempt still owns the job: one multiple-table UPDATE on
+    MySQL."""
+    values = {
+        "b_job": job_id,
+        "b_attempt": attempt,
+        "b_now": utcnow(),
+        "b_image": image_id,
+        "b_key": storage_key,
+        "b_type": content_type,
+        "b_width": width,
+        "b_height": height,
+        "b_provider": provider,
+    }
     if _mysql(session):
-        statement = owned.where(_IMAGES.c.id == _JOBS.c.image_id).values(
-            {
-                **{_JOBS.c[k]: v for k, v in done.items()},
-                **{_IMAGES.c[k]: v for k, v in stored.items()},
-            }
-        )
-        return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
-    if not _one_row(await session.execute(owned.values(done))):
+        result = await session.execute(_IMAGE_UPDATES["finish"], values)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not _one_row(await session.execute(_IMAGE_UPDATES["finish_job"], values)):
         return False
-    await session.execute(update(_IMAGES).where(_IMAGES.c.id == image_id).values(stored))
+    await session.execute(_IMAGE_UPDATES["store_image"], values)
     return True
 
 
