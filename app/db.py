@@ -184,8 +184,8 @@ class Database:
             return
         if self._single is None:
             url = self.engine.url.render_as_string(hide_password=False)
-            size = self.engine.pool.size()  # type: ignore[attr-defined]
-            self._single_engine = create_engine(url, pool_size=size, autocommit=True)
+            # A claim holds its connection for two short statements: a few serve many.
+            self._single_engine = create_engine(url, pool_size=10, autocommit=True)
             self._single = async_sessionmaker(self._single_engine, expire_on_commit=False)
         session = self._single()
         try:
