@@ -245,6 +245,11 @@ class Settings(BaseSettings):
         default="hunyuan=3",
         description="vendor=limit pairs: jobs in flight at once, across all processes.",
     )
+    provider_request_rates: str = Field(
+        default="hunyuan=20",
+        description="vendor=requests per second, per API action (submit, poll), across all "
+        "processes: the vendor's own quota (Tencent documents 20/s for each Hunyuan 3D API).",
+    )
     breaker_threshold: int = Field(
         default=5, ge=1, description="Failures in a row that open a vendor's circuit."
     )
@@ -283,6 +288,13 @@ class Settings(BaseSettings):
         gt=0,
         le=300,
         description="Polls of a 3D job space out as it runs (a fifth of its age), up to this.",
+    )
+    model_poll_batch: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        description="3D jobs one worker process's poller takes per round: asked about "
+        "together, their results committed in one transaction.",
     )
     model_job_timeout_seconds: float = Field(
         default=900, gt=0, description="A vendor 3D job running longer than this is TIMEOUT."
@@ -462,6 +474,7 @@ class Settings(BaseSettings):
                     if not getattr(self, needed):
                         raise ValueError(f"provider {name} needs LUMI_{needed.upper()}")
         self.concurrency_limits  # noqa: B018 - parses, so a typo fails at start
+        self.request_rates  # noqa: B018 - likewise
         if self.auth_mode == "jwks" and not self.jwks_url:
             raise ValueError("LUMI_AUTH_MODE=jwks needs LUMI_JWKS_URL")
         if self.auth_mode == "user-service" and not self.user_service_url:
@@ -486,6 +499,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"LUMI_PROVIDER_CONCURRENCY: {pair!r} is not vendor=limit")
             limits[vendor.strip()] = int(limit)
         return limits
+
+    @property
+    def request_rates(self) -> dict[str, float]:
+        """Each rate-limited vendor's requests per second, per API action."""
+        rates: dict[str, float] = {}
+        for pair in filter(None, (p.strip() for p in self.provider_request_rates.split(","))):
+            vendor, _, rate = pair.partition("=")
+            try:
+                value = float(rate)
+            except ValueError:
+                value = 0.0
+            if not value > 0:
+                raise ValueError(f"LUMI_PROVIDER_REQUEST_RATES: {pair!r} is not vendor=rate")
+            rates[vendor.strip()] = value
+        return rates
 
     def production_problems(self) -> list[str]:
         """What makes these settings unsafe for production, each with the setting to change.

@@ -28,7 +28,14 @@ from app.requests.stream import Rechecks
 from app.unit import Unit, unit_of_work
 from app.users.service import Viewers
 from providers.base import ImageGenerator, ModelGenerator, PromptOptimizer
-from providers.limits import MemoryLimiter, RedisLimiter, SlotLimiter
+from providers.limits import (
+    MemoryLimiter,
+    MemoryRequestRate,
+    RedisLimiter,
+    RedisRequestRate,
+    RequestRate,
+    SlotLimiter,
+)
 from providers.local import LocalImageGenerator, LocalModelGenerator, LocalPromptOptimizer
 from providers.registry import Chain
 from providers.s3 import S3Storage
@@ -38,13 +45,16 @@ from providers.storage import LocalStorage, Storage
 
 @dataclass
 class Providers:
-    """Each modality's failover chain, and the limits on vendor jobs in flight."""
+    """Each modality's failover chain, the limits on vendor jobs in flight, and the
+    vendors' request-rate quotas (requests per second per API action)."""
 
     llm: Chain[PromptOptimizer]
     image: Chain[ImageGenerator]
     model: Chain[ModelGenerator]
     limiter: SlotLimiter
     limits: dict[str, int]
+    rates: RequestRate = field(default_factory=MemoryRequestRate)
+    rate_limits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -205,8 +215,10 @@ def build_providers(settings: Settings, http: httpx.AsyncClient, redis: Any = No
     Worker processes share their vendor slots through `redis` when the broker is Redis."""
     threshold, cooldown = settings.breaker_threshold, settings.breaker_cooldown_seconds
     limiter: SlotLimiter = MemoryLimiter()
+    rates: RequestRate = MemoryRequestRate()
     if settings.broker == "redis" and redis is not None:
         limiter = RedisLimiter(redis, prefix=settings.redis_namespace)
+        rates = RedisRequestRate(redis, prefix=settings.redis_namespace)
     return Providers(
         llm=Chain([_llm(settings, n, http) for n in settings.chain("llm")], threshold, cooldown),
         image=Chain(
@@ -217,6 +229,8 @@ def build_providers(settings: Settings, http: httpx.AsyncClient, redis: Any = No
         ),
         limiter=limiter,
         limits=settings.concurrency_limits,
+        rates=rates,
+        rate_limits=settings.request_rates,
     )
 
 

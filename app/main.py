@@ -47,6 +47,7 @@ class EmbeddedWorker:
 
     def __init__(self, broker: dramatiq.Broker, deps: Deps) -> None:
         from workers.actors import declare_actors
+        from workers.poller import Poller
         from workers.runtime import WorkerRuntime
         from workers.sweeper import Sweeper
 
@@ -62,14 +63,17 @@ class EmbeddedWorker:
         # Whatever was running or queued before this process started was lost with the
         # process that held it: the first sweep picks it all up again.
         self.sweeper = Sweeper(self.runtime, orphaned_before=utcnow())
+        self.poller = Poller(self.runtime)  # the 3D polls of this process
 
     def start(self) -> None:
         self.worker.start()
         loop_thread = get_event_loop_thread()
         assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
         self.sweeper.start(loop_thread.loop)
+        self.poller.start(loop_thread.loop)
 
     def stop(self) -> None:
+        self.poller.stop()
         self.sweeper.stop()
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:  # the runtime's engine belongs to the worker's loop

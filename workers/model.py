@@ -1,51 +1,35 @@
-"""Stage 3: start a 3D job at a vendor, poll it, store its files and finish the request."""
+"""Stage 3: start a 3D job at a vendor; what a poll of it does with its answer (the
+polls themselves are the poller's, workers/poller.py): progress, files, the finish.
+
+Once the vendor has the job, its first poll is scheduled in the same transaction that
+records the vendor's job id; from then on the database says when it is due.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
 from app.config import Settings
 from app.deps import Deps
 from app.models import service as models
 from app.models.service import StoredFile, StoredModel
-from app.queue import StageMessage
-from app.requests import repository, service
-from app.requests.service import Stage
+from app.requests import polls, repository, service
 from app.requests.stages import Status
-from app.unit import send_messages
-from providers.base import (
-    CancelsJobs,
-    JobState,
-    ModelGenerator,
-    ModelJobStatus,
-    ProviderError,
-    ProviderRejected,
-    ProviderUnavailable,
-)
+from app.tables import utcnow
+from app.unit import Unit
+from providers.base import CancelsJobs, ModelGenerator, ModelJobStatus, ProviderRateLimited
 from providers.formats import model_files
 from providers.storage import new_key
-from workers.claims import (
-    JobGone,
-    VendorJobTimeout,
-    attempt_failed,
-    claim,
-    download,
-    running,
-    still_running,
-    timed,
-    watched,
-)
+from workers.claims import JobGone, claim, download, running, still_running, timed, watched
 from workers.slots import Slots, attempt_ended
 
 log = logging.getLogger(__name__)
 
 
-# -- start and poll a 3D job ------------------------------------------------------------
-
-
-def _model_lease(deps: Deps) -> float:
+def model_lease(deps: Deps) -> float:
     """How long a 3D job's vendor slot outlives its last poll."""
     settings = deps.settings
     return max(settings.stall_seconds * 2, settings.model_poll_interval_seconds * 10)
@@ -62,14 +46,12 @@ async def start_model(deps: Deps, job_id: str) -> None:
         assert image.storage_key is not None
         key, content_type, prompt = image.storage_key, image.content_type, image.prompt
         chosen, file_format = request.model_provider, request.model_format
-    slots = Slots(deps, job_id, attempt, lease=_model_lease(deps))
+    slots = Slots(deps, job_id, attempt, lease=model_lease(deps))
 
     async def submit(vendor: ModelGenerator) -> str:
         try:
-            async with timed(vendor.name, "submit_model"):
-                return await vendor.submit(
-                    data, content_type or "image/png", prompt=prompt, format=file_format
-                )
+            media = content_type or "image/png"
+            return await _submit_within_quota(deps, vendor, data, media, prompt, file_format)
         except BaseException:
             await slots.free(vendor.name)
             raise
@@ -90,7 +72,7 @@ async def start_model(deps: Deps, job_id: str) -> None:
         if locked is None or not await repository.set_vendor_job(
             unit.session, job_id, provider.name, vendor_job_id
         ):
-            await _cancel_vendor_job(deps, provider.name, vendor_job_id)
+            await cancel_vendor_job(deps, provider.name, vendor_job_id)
             await slots.free(provider.name)
             return
         await service.transition(
@@ -101,10 +83,68 @@ async def start_model(deps: Deps, job_id: str) -> None:
             progress=service.PROGRESS_MODEL_START,
             job=running(job_id, attempt),
         )
-        unit.messages.append(_next_poll(deps, locked[1].priority, job_id, 0))
+        first = utcnow() + timedelta(seconds=poll_delay(deps.settings, 0.0))
+        await polls.schedule(unit.session, job_id, first)  # the poller takes it from here
 
 
-async def _cancel_vendor_job(deps: Deps, vendor: str, vendor_job_id: str) -> None:
+# Requests are paced at this share of a vendor's quota: a request booked for its turn
+# may leave late (a busy event loop, a slow connection) and then go out right before the
+# next one; a tenth of headroom keeps even such a pair within the vendor's second.
+QUOTA_SHARE = 0.9
+# A submit the vendor refuses for its request rate is tried again this often, each time
+# at its next turn, before the attempt fails (and is retried later, as a failure).
+RATE_LIMITED_TRIES = 3
+# A turn is taken at most this late (with the tenth of headroom: a busy loop never
+# crowds more than the quota into a second); later, it is booked again.
+LATE_SECONDS = 0.05
+
+
+def paced_rate(deps: Deps, vendor: str) -> float | None:
+    """The requests per second (per API action) we send `vendor`; None: not limited."""
+    rate = deps.providers.rate_limits.get(vendor)
+    return None if rate is None else rate * QUOTA_SHARE
+
+
+async def within_quota(deps: Deps, vendor: str, action: str) -> None:
+    """Waits for this request's turn in the vendor's request-rate quota (per API action,
+    shared by every process: `LUMI_PROVIDER_REQUEST_RATES`)."""
+    rate = paced_rate(deps, vendor)
+    if rate is not None:
+        wait = await deps.providers.rates.reserve(f"{vendor}:{action}", per_second=rate)
+        await go_at(deps, vendor, action, time.monotonic() + wait)
+
+
+async def go_at(deps: Deps, vendor: str, action: str, turn: float) -> None:
+    """Waits for a booked turn (a `time.monotonic()` moment). A turn missed by more than
+    LATE_SECONDS (the event loop was busy) is booked again rather than taken late, where
+    it would crowd the turns after it into one of the vendor's seconds."""
+    rate = paced_rate(deps, vendor)
+    while True:
+        now = time.monotonic()
+        if now < turn:
+            await asyncio.sleep(turn - now)
+            now = time.monotonic()
+        if rate is None or now - turn <= LATE_SECONDS:
+            return
+        wait = await deps.providers.rates.reserve(f"{vendor}:{action}", per_second=rate)
+        turn = time.monotonic() + wait
+
+
+async def _submit_within_quota(
+    deps: Deps, vendor: ModelGenerator, data: bytes, content_type: str, prompt: str, format: str
+) -> str:
+    for tries_left in range(RATE_LIMITED_TRIES - 1, -1, -1):
+        await within_quota(deps, vendor.name, "submit")
+        try:
+            async with timed(vendor.name, "submit_model"):
+                return await vendor.submit(data, content_type, prompt=prompt, format=format)
+        except ProviderRateLimited:
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def cancel_vendor_job(deps: Deps, vendor: str, vendor_job_id: str) -> None:
     """Stops a vendor job nobody wants any more, where the vendor allows it."""
     if vendor not in deps.providers.model.names:
         return
@@ -132,13 +172,6 @@ def poll_delay(settings: Settings, elapsed: float) -> float:
     return max(first, min(longest, elapsed * POLL_SPACING))
 
 
-def _next_poll(
-    deps: Deps, queue: str, job_id: str, poll_no: int, elapsed: float = 0.0
-) -> StageMessage:
-    delay = poll_delay(deps.settings, elapsed)
-    return StageMessage(Stage.POLL_MODEL, (job_id, poll_no), delay_seconds=delay, queue=queue)
-
-
 def worth_an_event(figure: float, estimated: bool, shown: float) -> bool:
     """Whether a running 3D job's new progress `figure` is worth an event, given the
     figure the request shows: a whole percent the vendor reported, or an estimate a
@@ -148,71 +181,13 @@ def worth_an_event(figure: float, estimated: bool, shown: float) -> bool:
     return int(figure) > int(shown)
 
 
-async def poll_model(deps: Deps, job_id: str, poll_no: int) -> None:
-    """Asks the vendor how a 3D job is going. The common case (still running, nothing
-    worth an event) touches the database once: the conditional UPDATE that admits poll
-    number `poll_no` once, with no lock held on the request."""
+async def poll_model(deps: Deps, job_id: str, poll_no: int = 0) -> None:
+    """A POLL_MODEL message: the poller of some worker process polls 3D jobs now
+    (workers/poller.py), so a message only makes a job without a scheduled poll due,
+    at once. Such are the jobs an older version started (its messages may still be
+    queued); for every other job a message changes nothing."""
     async with deps.db.write() as session:
-        admitted = await repository.claim_poll(session, job_id, poll_no)
-        target = await repository.poll_target(session, job_id)
-    if target is None:
-        return
-    vendor, vendor_job_id, attempt = str(target.provider), target.vendor_job_id, target.attempt
-    slots = Slots(deps, job_id, attempt, lease=_model_lease(deps))
-    if target.request_status != Status.MODEL_GENERATING:
-        if target.job_status == "CANCELLED" and vendor_job_id:  # the request was cancelled
-            await _cancel_vendor_job(deps, vendor, vendor_job_id)
-            await slots.free(vendor)
-        return
-    if not admitted or vendor_job_id is None:
-        return  # a repeated message: another delivery has this poll
-    if vendor not in deps.providers.model.names:  # the settings changed under the job
-        gone = ProviderUnavailable(f"{vendor} is no longer configured", provider=vendor)
-        await attempt_failed(deps, job_id, attempt, gone)
-        return
-    provider = deps.providers.model.named(vendor)
-    await slots.take(provider)  # renews the lease of the slot this job holds
-    started = target.started_at
-    elapsed = time.time() - started.timestamp() if started else 0.0
-    try:
-        if elapsed > deps.settings.model_job_timeout_seconds:
-            await _cancel_vendor_job(deps, vendor, vendor_job_id)
-            limit = deps.settings.model_job_timeout_seconds
-            raise VendorJobTimeout(f"the 3D job did not finish within {limit:.0f} s")
-        async with watched(deps, job_id, attempt):
-            try:
-                async with timed(vendor, "poll_model"):
-                    status = await provider.poll(vendor_job_id)
-            except ProviderError as exc:
-                if not exc.transient:
-                    raise
-                status = ModelJobStatus(state=JobState.RUNNING)  # ask again at the next poll
-            if status.state is JobState.FAILED:
-                code = status.error_code or "MODEL_GENERATION_FAILED"
-                message = f"{vendor}: {status.error_message or code}"
-                raise ProviderRejected(message, provider=vendor)
-            stored = None
-            if status.files:
-                stored = await _store_model(deps, target, status, vendor)
-            if status.state is JobState.SUCCEEDED and stored is None:
-                raise ProviderUnavailable("the 3D job finished without a file")
-    except JobGone:
-        await slots.free(vendor)
-        return
-    except Exception as exc:
-        await slots.free(vendor)
-        await attempt_failed(deps, job_id, attempt, exc)
-        return
-    if stored is not None:
-        await _finish_model(deps, job_id, attempt, stored, vendor)
-        await slots.free(vendor)
-        return
-    figure, estimated = model_progress(status, elapsed, provider.typical_seconds)
-    following = _next_poll(deps, target.priority, job_id, poll_no + 1, elapsed)
-    if worth_an_event(figure, estimated, target.progress):
-        await _report_model_progress(deps, job_id, attempt, figure, estimated, following)
-    else:
-        await asyncio.to_thread(send_messages, deps.queue, [following])
+        await polls.make_due(session, job_id, only_unscheduled=True)
 
 
 async def cancel_model(
@@ -220,7 +195,7 @@ async def cancel_model(
 ) -> None:
     """Stops the vendor job of a deleted request and frees its slot: with the job's row
     gone, no poll is left to do it. Cancelling twice is harmless, so a repeat is too."""
-    await _cancel_vendor_job(deps, vendor, vendor_job_id)
+    await cancel_vendor_job(deps, vendor, vendor_job_id)
     await Slots(deps, job_id, attempt, lease=0).free(vendor)
 
 
@@ -238,39 +213,15 @@ def model_progress(status: ModelJobStatus, elapsed: float, typical: float) -> tu
     return service.PROGRESS_MODEL_START + span * share, estimated
 
 
-async def _report_model_progress(
-    deps: Deps,
-    job_id: str,
-    attempt: int,
-    figure: float,
-    estimated: bool,
-    following: StageMessage,
-) -> None:
-    async with deps.unit() as unit:
-        locked = await still_running(unit, job_id, attempt)
-        if locked is None:
-            return
-        request = locked[1]
-        await service.transition(
-            unit,
-            request,
-            Status.MODEL_GENERATING,
-            step=request.step,
-            progress=figure,
-            estimated=estimated,
-        )
-        unit.messages.append(following)
-
-
-async def _store_model(
-    deps: Deps, request: repository.PollTarget, status: ModelJobStatus, vendor: str
+async def store_model(
+    deps: Deps, model_format: str, status: ModelJobStatus, vendor: str
 ) -> StoredModel:
     """Copies the finished model in the format the request asked for (else what the
     vendor offers, GLB first), and its preview, into our storage before the vendor's URLs
     expire. An OBJ comes with its material and textures.
 
     Keys are random (`new_key`): a published model's URLs must not name its request."""
-    wanted = ("obj", "zip") if request.model_format == "obj" else ("glb",)
+    wanted = ("obj", "zip") if model_format == "obj" else ("glb",)
     main = sorted(status.files, key=lambda f: (f.format not in wanted, f.format != "glb"))[0]
     data = await download(deps, main.data, main.url)
     files = model_files(main.format, data, vendor)
@@ -289,25 +240,25 @@ async def _store_model(
     return StoredModel(format=files[0].format, files=stored, preview_key=preview_key)
 
 
-async def _finish_model(
-    deps: Deps, job_id: str, attempt: int, stored: StoredModel, vendor: str
-) -> None:
-    async with deps.unit() as unit:
-        locked = await still_running(unit, job_id, attempt)
-        if locked is None:
-            return
-        if not await repository.finish_job(unit.session, job_id, "COMPLETED", attempt=attempt):
-            return
-        request = locked[1]
-        model = await models.add_to_library(unit, request, stored, provider=vendor)
-        await service.transition(
-            unit,
-            request,
-            Status.MODEL_COMPLETED,
-            step="model stored",
-            progress=service.PROGRESS_STORING,
-            model_id=model.id,
-        )
-        await service.transition(
-            unit, request, Status.COMPLETED, step="completed", model_id=model.id
-        )
+async def finish_in(
+    unit: Unit, job_id: str, attempt: int, stored: StoredModel, vendor: str
+) -> bool:
+    """Within `unit`: the job is done, its model joins the owner's library and the request
+    completes; False (nothing written) when the attempt no longer owns the job."""
+    locked = await still_running(unit, job_id, attempt)
+    if locked is None:
+        return False
+    if not await repository.finish_job(unit.session, job_id, "COMPLETED", attempt=attempt):
+        return False
+    request = locked[1]
+    model = await models.add_to_library(unit, request, stored, provider=vendor)
+    await service.transition(
+        unit,
+        request,
+        Status.MODEL_COMPLETED,
+        step="model stored",
+        progress=service.PROGRESS_STORING,
+        model_id=model.id,
+    )
+    await service.transition(unit, request, Status.COMPLETED, step="completed", model_id=model.id)
+    return True

@@ -17,6 +17,7 @@ from app.metrics import WORKER_REGISTRY
 from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from workers.actors import declare_actors
 from workers.health import HealthServer
+from workers.poller import Poller
 from workers.runtime import WorkerRuntime
 from workers.sweeper import Sweeper
 from workers.watchdog import ConsumerWatchdog
@@ -57,10 +58,13 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
     sweeper = Sweeper(runtime)
     sweeper.start(loop_thread.loop)
+    poller = Poller(runtime)  # this process's 3D polls, many jobs per round
+    poller.start(loop_thread.loop)
     tune_collector()
     log.info("worker started with %s threads", worker.worker_threads)
     # Until a signal: this thread restarts consumer threads that die (workers/watchdog.py).
     mended = ConsumerWatchdog(worker).watch(stop, settings.worker_watchdog_seconds)
+    poller.stop()
     sweeper.stop()
     if loop_thread is not None:
         loop_thread.run_coroutine(runtime.aclose())

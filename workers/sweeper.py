@@ -13,8 +13,11 @@ Every pass looks for three things:
 - active requests with no open job at all: nothing can move them on, so they fail
   (refunding what they did not deliver) and can be retried.
 Every action is conditional on the row it read, and a repeated message is a no-op, so
-several workers may sweep at once. (A 3D job between polls is RUNNING: its heartbeat,
-touched by every poll, stops when a poll message is stranded, and the stall finds it.)
+several workers may sweep at once. (A 3D job at its vendor is RUNNING and belongs to
+the pollers (workers/poller.py) while its next poll is not long overdue, however old
+its heartbeat: a vendor's rate limit may space its polls wider than a heartbeat lives.
+Its poll overdue by `stall_seconds` means no poller is running: it is made due again
+and counted as polled, and the first poller to run takes it.)
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from datetime import datetime, timedelta
 
 from app.deps import Deps
 from app.metrics import RECOVERED_JOBS
-from app.requests import jobs, repository, service
+from app.requests import jobs, polls, repository, service
 from app.requests.stages import Status
 from app.tables import utcnow
 from app.unit import Unit
@@ -61,7 +64,7 @@ async def sweep(deps: Deps, *, orphaned_before: datetime | None = None) -> Sweep
     if orphaned_before is not None:
         cutoff = max(cutoff, orphaned_before)
     async with deps.db.read() as session:
-        stalled = await repository.stalled_jobs(session, cutoff)
+        stalled = await polls.stalled_jobs(session, cutoff)
     for job_id in stalled:
         async with deps.unit() as unit:
             await _recover(unit, deps, job_id, cutoff, report)
@@ -109,9 +112,10 @@ async def _recover(
     if job.status != "RUNNING" or job.heartbeat_at is None or job.heartbeat_at >= cutoff:
         return  # it moved on since the query
     if job.kind == "MODEL" and job.vendor_job_id and request.status == Status.MODEL_GENERATING:
+        if job.next_poll_at is not None and job.next_poll_at >= cutoff:
+            return  # a poller has it
         # The vendor still has the job: ask it again rather than pay for a second one.
-        await repository.heartbeat(unit.session, job.id, job.attempt)
-        unit.messages.append(jobs.message_for(request, job))
+        await polls.make_due(unit.session, job.id, only_unscheduled=False)
         report.polled.append(job.id)
         return
     failure = jobs.Failure("WORKER_LOST", "the worker running this job stopped", transient=True)

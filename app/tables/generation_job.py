@@ -16,7 +16,10 @@ class GenerationJob(SQLModel, table=True):
     """
 
     __tablename__ = "generation_jobs"
-    __table_args__ = (Index("ix_generation_jobs_status_heartbeat", "status", "heartbeat_at"),)
+    __table_args__ = (
+        Index("ix_generation_jobs_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_generation_jobs_status_next_poll_at", "status", "next_poll_at"),
+    )
 
     id: str = id_field()
     request_id: str = Field(foreign_key="generation_requests.id", max_length=ID_LENGTH, index=True)
@@ -29,6 +32,9 @@ class GenerationJob(SQLModel, table=True):
     poll_count: int = 0
     next_attempt_at: datetime | None = time_field()
     heartbeat_at: datetime | None = time_field()
+    # When a poller should next ask the vendor about this 3D job (workers/poller.py);
+    # while a poller holds the job, the end of its lease.
+    next_poll_at: datetime | None = time_field()
     started_at: datetime | None = time_field()
     finished_at: datetime | None = time_field()
     error_code: str | None = Field(default=None, max_length=64)

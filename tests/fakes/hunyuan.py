@@ -13,6 +13,10 @@ Pro jobs) may be waiting or running per account, beyond which it answers
 → DONE by elapsed time; DONE lists a GLB and a zipped OBJ (with MTL and texture), each
 with a preview, served until they expire. No percentage is ever given.
 
+With `max_rate` set, each action takes at most that many requests in any second (the
+documented quota is 20/s per API); one more is answered `RequestLimitExceeded`, as
+Tencent's common error code says. `/_fake/stats` reports the busiest second seen.
+
 Tests script the outcomes of the next submissions over HTTP (`/_fake/script`, one
 outcome per accepted submission, `repeat` keeps the last): `error` (a Tencent error
 code answered at once, with `message`), `status` (an HTTP status from the gateway in
@@ -34,6 +38,7 @@ import json
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -130,6 +135,25 @@ class FakeHunyuan:
     jobs: dict[str, Job] = field(default_factory=dict)
     files: dict[str, tuple[float, str, bytes]] = field(default_factory=dict)
     max_concurrent_seen: int = 0
+    max_rate: float | None = None  # requests per second per action
+    recent: dict[str, deque[float]] = field(default_factory=dict)
+    busiest_second: dict[str, int] = field(default_factory=dict)
+    rate_limited: dict[str, int] = field(default_factory=dict)
+    built: dict[bytes, dict[str, tuple[str, bytes]]] = field(default_factory=dict)
+
+    def count_rate(self, action: str, now: float) -> None:
+        """Counts a call against its action's quota; refuses it beyond `max_rate`."""
+        window = self.recent.setdefault(action, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if self.max_rate is not None and len(window) >= self.max_rate:
+            self.rate_limited[action] = self.rate_limited.get(action, 0) + 1
+            raise TencentError(
+                "RequestLimitExceeded",
+                "Your current request rate exceeds the limit, please try again later.",
+            )
+        window.append(now)
+        self.busiest_second[action] = max(self.busiest_second.get(action, 0), len(window))
 
     def next_outcome(self) -> dict[str, Any]:
         if not self.script:
@@ -146,6 +170,7 @@ class FakeHunyuan:
         self.calls.append(call)
         try:
             self.verify(headers, body)
+            self.count_rate(action, time.monotonic())
             payload = self.parse(body)
             if action == SUBMIT:
                 outcome = self.next_outcome()
@@ -308,19 +333,30 @@ class FakeHunyuan:
 
     def build(self, job: Job) -> dict[str, str]:
         expires = time.monotonic() + self.url_ttl_seconds
-        preview = io.BytesIO()
-        Image.open(io.BytesIO(job.image)).convert("RGB").resize((128, 128)).save(preview, "PNG")
-        made = {
-            "glb": ("model/gltf-binary", build_relief_glb(job.image, grid=16)),
-            "zip": ("application/zip", build_relief_obj_zip(job.image, grid=16)),
-            "png": ("image/png", preview.getvalue()),
-        }
+        made = self.made(job.image)
         names = {}
         for extension, (media_type, data) in made.items():
             name = f"{uuid.uuid4().hex}.{extension}"
             self.files[name] = (expires, media_type, data)
             names[extension] = name
         return names
+
+    def made(self, image: bytes) -> dict[str, tuple[str, bytes]]:
+        """A job's files, built once per distinct input image: a real vendor builds them
+        on its own machines, and a benchmark's fake must not spend the machine's CPU
+        building the same mesh a thousand times."""
+        key = hashlib.sha256(image).digest()
+        if key not in self.built:
+            preview = io.BytesIO()
+            Image.open(io.BytesIO(image)).convert("RGB").resize((128, 128)).save(preview, "PNG")
+            if len(self.built) >= 64:
+                self.built.clear()
+            self.built[key] = {
+                "glb": ("model/gltf-binary", build_relief_glb(image, grid=16)),
+                "zip": ("application/zip", build_relief_obj_zip(image, grid=16)),
+                "png": ("image/png", preview.getvalue()),
+            }
+        return self.built[key]
 
     async def file(self, request: Request) -> Response:
         expires, media_type, data = self.files.get(request.path_params["name"], (0.0, "", b""))
@@ -346,6 +382,8 @@ class FakeHunyuan:
                 "max_concurrent_seen": self.max_concurrent_seen,
                 "in_flight": self.in_flight(now),
                 "jobs": len(self.jobs),
+                "busiest_second": self.busiest_second,
+                "rate_limited": self.rate_limited,
             }
         )
 
@@ -355,6 +393,9 @@ class FakeHunyuan:
         self.jobs.clear()
         self.files.clear()
         self.max_concurrent_seen = 0
+        self.recent.clear()
+        self.busiest_second.clear()
+        self.rate_limited.clear()
         return JSONResponse({})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from app.tables import GeneratedImage, GenerationJob, GenerationRequest, Model, 
 from app.users.service import viewer_for
 from tests.conftest import RecordingQueue
 from workers.actors import STAGES
+from workers.poller import poll_round, seconds_until_due
 
 
 async def a_viewer(deps: Deps, name: str = "alice") -> Viewer:
@@ -36,19 +38,31 @@ async def submit(deps: Deps, viewer: Viewer, **options: Any) -> str:
 
 
 async def deliver(deps: Deps, *, copies: int = 1, concurrent: bool = False) -> None:
-    """Runs every queued message (and what it queues) `copies` times, until none is left."""
+    """Runs every queued message (and what it queues) `copies` times, and the rounds of
+    `copies` 3D pollers as their polls come due, until no message nor poll is left."""
     queue = deps.queue
     assert isinstance(queue, RecordingQueue)
-    while queue.sent:
+    while True:
         for message in queue.take():
             if message.delay_seconds:
                 await asyncio.sleep(message.delay_seconds)
-            runs = [STAGES[message.stage](deps, *message.args) for _ in range(copies)]
-            if concurrent:
-                await asyncio.gather(*runs)
-            else:
-                for run in runs:
-                    await run
+            await _twice(
+                [STAGES[message.stage](deps, *message.args) for _ in range(copies)], concurrent
+            )
+        wait = await seconds_until_due(deps)
+        if wait is None and not queue.sent:
+            return
+        if wait is not None and (wait == 0 or not queue.sent):
+            await asyncio.sleep(wait)
+            await _twice([poll_round(deps) for _ in range(copies)], concurrent)
+
+
+async def _twice(runs: list[Awaitable[object]], concurrent: bool) -> None:
+    if concurrent:
+        await asyncio.gather(*runs)
+    else:
+        for run in runs:
+            await run
 
 
 async def count(deps: Deps, table: type[Any], request_id: str) -> int:

@@ -233,12 +233,16 @@ async def test_only_a_failed_request_can_be_retried(deps: Deps) -> None:
             raise AssertionError("a running request was retried")
 
 
-async def stall(deps: Deps, job_id: str, seconds: float = 3600) -> None:
+async def stall(
+    deps: Deps, job_id: str, seconds: float = 3600, *, poll_overdue: bool = False
+) -> None:
+    """The job's heartbeat stopped `seconds` ago (`poll_overdue`: and its poll was due
+    then, and no poller took it)."""
+    ago = utcnow() - timedelta(seconds=seconds)
+    values = {"heartbeat_at": ago, **({"next_poll_at": ago} if poll_overdue else {})}
     async with deps.db.write() as session:
         await session.execute(
-            update(GenerationJob)
-            .where(col(GenerationJob.id) == job_id)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=seconds))
+            update(GenerationJob).where(col(GenerationJob.id) == job_id).values(**values)
         )
 
 
@@ -285,9 +289,10 @@ async def test_the_sweeper_polls_a_stalled_3d_job_instead_of_paying_for_another(
     request_id = await submit(deps, viewer, image_count=1, auto_model=True)
     while not (await request_row(deps, request_id)).step.startswith("generating 3D"):
         await deliver_one(deps)
-    recorded(deps).take()  # the poll message dies with its worker
     [model_job] = await job_rows(deps, request_id, "MODEL")
-    await stall(deps, model_job.id)
+    await stall(deps, model_job.id)  # a rate limit spaces its polls: a poller still has it
+    assert not await sweep(deps)
+    await stall(deps, model_job.id, poll_overdue=True)  # no poller has run for an hour
     report = await sweep(deps)
     assert report.polled == [model_job.id]
     await deliver(deps)
