@@ -130,6 +130,9 @@ class Commits:
 
 
 async def test_one_round_finishes_many_3d_jobs_and_commits_them_together(deps: Deps) -> None:
+    # the next polls well ahead, however slow the machine: none is due again in the test
+    deps.settings.model_poll_interval_seconds = 30.0
+    deps.settings.model_poll_max_interval_seconds = 30.0
     vendor = Vendor(done={f"v{i}" for i in range(0, 8, 2)})
     use(deps, vendor)
     requests = await at_vendor(deps, 8)
