@@ -26,9 +26,19 @@ Payload = dict[str, Any]
 RESYNC: Payload = {}
 
 
-class Subscription(Protocol):
+class Sink(Protocol):
+    """Whatever the bus hands a channel's messages to, on the event loop it belongs to."""
+
+    loop: asyncio.AbstractEventLoop
+
     def offer(self, payload: Payload) -> None:
-        """Adds a message for the reader (RESYNC sends it back to the table)."""
+        """Takes a message (RESYNC: re-read the table); must not block."""
+        ...
+
+
+class Subscription(Sink, Protocol):
+    def pending(self) -> int:
+        """How many messages wait to be read."""
         ...
 
     async def get(self, timeout: float | None) -> Payload | None:
@@ -47,6 +57,14 @@ class EventBus(Protocol):
     def subscribe(
         self, channels: list[str]
     ) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+
+    def attach(self, channels: list[str], sink: Sink) -> None:
+        """Hands `channels`' messages to `sink` from now on, until `detach`. Unlike
+        `subscribe` it does not wait for Redis to follow a new channel: it is for taking
+        over channels a subscription already follows (see app/requests/stream.py)."""
+        ...
+
+    def detach(self, channels: list[str], sink: Sink) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -74,6 +92,9 @@ class _LocalSubscription:
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
 
+    def pending(self) -> int:
+        return len(self._items)
+
     def offer(self, payload: Payload) -> None:
         # A full subscriber drops the message: it sees a gap in seq and backfills from
         # the table, so slowness never blocks a publisher.
@@ -100,13 +121,13 @@ class _Registry:
     """Which local subscriptions follow which channel."""
 
     def __init__(self) -> None:
-        self.subs: dict[str, set[_LocalSubscription]] = {}
+        self.subs: dict[str, set[Sink]] = {}
 
-    def add(self, sub: _LocalSubscription, channels: list[str]) -> None:
+    def add(self, sub: Sink, channels: list[str]) -> None:
         for channel in channels:
             self.subs.setdefault(channel, set()).add(sub)
 
-    def remove(self, sub: _LocalSubscription, channels: list[str]) -> None:
+    def remove(self, sub: Sink, channels: list[str]) -> None:
         for channel in channels:
             followers = self.subs.get(channel)
             if followers is not None:
@@ -114,7 +135,7 @@ class _Registry:
                 if not followers:
                     del self.subs[channel]
 
-    def targets(self, channel: str) -> list[_LocalSubscription]:
+    def targets(self, channel: str) -> list[Sink]:
         return list(self.subs.get(channel, ()))
 
     def count(self) -> int:
@@ -150,6 +171,14 @@ class InProcessBus:
         finally:
             with self._lock:
                 self._registry.remove(sub, channels)
+
+    def attach(self, channels: list[str], sink: Sink) -> None:
+        with self._lock:
+            self._registry.add(sink, channels)
+
+    def detach(self, channels: list[str], sink: Sink) -> None:
+        with self._lock:
+            self._registry.remove(sink, channels)
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -218,6 +247,16 @@ class RedisBus:
             self._registry.remove(sub, channels)
             self._wanted_version += 1
             self._changed.set()
+
+    def attach(self, channels: list[str], sink: Sink) -> None:
+        self._registry.add(sink, channels)
+        self._wanted_version += 1
+        self._changed.set()
+
+    def detach(self, channels: list[str], sink: Sink) -> None:
+        self._registry.remove(sink, channels)
+        self._wanted_version += 1
+        self._changed.set()
 
     async def _wait_synced(self, version: int, timeout: float = 2.0) -> None:
         """Until Redis follows our channels, so no live message falls before the replay.

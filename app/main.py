@@ -26,7 +26,7 @@ from app.graphql.http import GraphQLApp
 from app.graphql.ide import GRAPHIQL_ASSETS
 from app.graphql.limits import Limits
 from app.graphql.streams import SUBSCRIPTION_PROTOCOLS
-from app.graphql.ws import LegacyWSHandler, Pinger, TransportWSHandler
+from app.graphql.ws import WS_SETUPS, LegacyWSHandler, Pinger, TransportWSHandler
 from app.heap import tune_collector
 from app.metrics import OperationNames
 from app.migrate import upgrade_async
@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     graphql.graphql_transport_ws_handler_class = type(
         "ConfiguredTransportWSHandler",
         (TransportWSHandler,),
-        {"pinger": pinger},
+        {"pinger": pinger, "setups": asyncio.Semaphore(WS_SETUPS)},
     )
     return Starlette(
         middleware=[

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from starlette.routing import Match
@@ -96,32 +96,58 @@ class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in {"http", "websocket"}:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        rid = new_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            return self._http(scope, receive, send)
+        if scope["type"] == "websocket":
+            # A websocket runs in a task of its own (uvicorn's), whose context is its
+            # alone: the id is set there for the connection's life, and no frame of
+            # this middleware stays open as long as the connection does.
+            rid = new_request_id(_header(scope, b"x-request-id"))
+            request_id.set(rid)
+            return self.app(scope, receive, _SendWithId(send, rid))
+        return self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = new_request_id(_header(scope, b"x-request-id"))
         token = request_id.set(rid)
-        status = 500
         started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            if message["type"] in {"http.response.start", "websocket.accept"}:
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
-
+        send_with_id = _SendWithId(send, rid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if scope["type"] == "http":
-                HTTP_DURATION.labels(_method(scope), _route(scope), str(status)).observe(
-                    time.perf_counter() - started
-                )
+            HTTP_DURATION.labels(_method(scope), _route(scope), str(send_with_id.status)).observe(
+                time.perf_counter() - started
+            )
             request_id.reset(token)
+
+
+class _SendWithId:
+    """`send`, with the request id added to the response's (or the handshake's) headers
+    and the status kept. An object rather than a closure: a websocket holds it for as
+    long as it is open."""
+
+    __slots__ = ("rid", "send", "status")
+
+    def __init__(self, send: Send, rid: str) -> None:
+        self.send, self.rid, self.status = send, rid, 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        if message["type"] in {"http.response.start", "websocket.accept"}:
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", self.rid.encode())]
+        await self.send(message)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """A request header's value, or "". (Not a dict of them all in the caller's frame: a
+    websocket's frame lives as long as it does.)"""
+    found = b""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            found = value  # the last one, as a dict of them would hold
+    return bytes(found).decode("latin-1")
 
 
 # HTTP lets a client send any token as its method (`FOO /graphql` reaches us): only
@@ -152,10 +178,12 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)  # no frame of ours for a websocket's life
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

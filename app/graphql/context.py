@@ -43,11 +43,20 @@ class Context:
         # and no session held between them.
         http = not isinstance(request, WebSocket)
         self._shared = SharedReads(deps.db) if http else None
-        self.loaders = Loaders(self.read, self.viewer, cache=http)
+        if http:  # a websocket's are made when first used (see __getattr__)
+            self.loaders = Loaders(self.read, self.viewer, cache=True)
         # An HTTP event stream's cursors (app/graphql/streams.py): the one its client
         # resent as Last-Event-ID, and the one of the event being sent, for its SSE `id:`.
         self.last_event_id: int | None = None
         self.event_cursor: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Most websockets never use a loader (a subscription's events rarely ask for
+        # more than the event): made on first use, ten thousand idle ones hold none.
+        if name == "loaders" and isinstance(self.__dict__.get("request"), WebSocket):
+            self.loaders = Loaders(self.read, self.viewer, cache=False)
+            return self.loaders
+        raise AttributeError(name)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -159,9 +168,14 @@ class Context:
             yield session
 
     async def authenticate_connection(self) -> None:
-        """Called on `connection_init`: resolves the viewer once for the whole connection."""
+        """Called on `connection_init`: resolves the viewer once for the whole connection.
+        The payload (the token) is not kept: nothing reads it again."""
         self._viewer = self._claims = _UNSET
-        await self.viewer()
+        try:
+            await self.viewer()
+            self._claims = None  # read only to find the viewer
+        finally:
+            self.connection_params = None
 
     def absolute_url(self, url: str) -> str:
         """Storage URLs may be relative to the gateway; clients get absolute ones."""

@@ -236,6 +236,14 @@ class SubscriptionSlots:
     @contextlib.contextmanager
     def hold(self, connection: object, user_id: str) -> Iterator[None]:
         """One slot for a subscription's lifetime; LIMIT_EXCEEDED when none is left."""
+        self.acquire(connection, user_id)
+        try:
+            yield
+        finally:
+            self.release(connection, user_id)
+
+    def acquire(self, connection: object, user_id: str) -> None:
+        """One slot, until `release`; LIMIT_EXCEEDED when none is left."""
         key = id(connection)
         if self._connections[key] >= self.per_connection:
             raise LimitExceeded(
@@ -253,11 +261,10 @@ class SubscriptionSlots:
             )
         self._connections[key] += 1
         self._users[user_id] += 1
-        try:
-            yield
-        finally:
-            _count_down(self._connections, key)
-            _count_down(self._users, user_id)
+
+    def release(self, connection: object, user_id: str) -> None:
+        _count_down(self._connections, id(connection))
+        _count_down(self._users, user_id)
 
 
 def _count_down(counter: Counter[_K], key: _K) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus import request_channel, user_channel
 from app.errors import BadUserInput
-from app.graphql.context import Info
+from app.graphql import live
+from app.graphql.context import Context, Info
 from app.graphql.pagination import (
     DEFAULT_PAGE,
     After,
@@ -29,7 +28,7 @@ from app.requests import repository, service
 from app.requests.enums import ProviderKind, RequestStatus
 from app.requests.errors import RequestNotFound
 from app.requests.stages import RESTING, Status
-from app.requests.stream import Follow, follow
+from app.requests.stream import Follow, LiveSink, follow
 from app.requests.types import (
     CreateRequestInput,
     GenerationRequestConnection,
@@ -82,21 +81,72 @@ def _check_cursor(after: int, last: int) -> None:
         raise BadUserInput(f"afterSeq {after} is after the last event ({last})", field="afterSeq")
 
 
+def _delivered(row: EventRow) -> RequestEvent:
+    EVENTS_DELIVERED.inc()
+    return to_event(row)
+
+
 async def _follow(info: Info, spec: Follow, after: int) -> AsyncGenerator[RequestEvent, None]:
     deps = info.context.deps
     viewer = await info.context.require_viewer()
     await info.context.end_reads()  # over HTTP, hold no session for the stream's life
-    slots = deps.subscription_slots
-    with slots.hold(info.context, viewer.id) if slots else contextlib.nullcontext():
+    release = _Slot(info.context, viewer.id)
+    # Over graphql-transport-ws the live phase goes on without this generator, and takes
+    # the slot with it (app/graphql/live.py).
+    handoff = live.offered()
+    taken = None
+
+    def hand_off(last: int) -> LiveSink | None:
+        nonlocal taken
+        assert handoff is not None
+        taken = handoff.take(_delivered, release)
+        return taken
+
+    try:
+        stream = follow(
+            deps.db,
+            deps.bus,
+            spec,
+            after=max(after, 0),
+            rechecks=deps.rechecks,
+            live=hand_off if handoff is not None else None,
+        )
+        async for row in stream:
+            info.context.event_cursor = getattr(row, spec.cursor_field)  # an SSE `id:`
+            yield _delivered(row)
+    finally:
+        if taken is None:
+            release()
+
+
+def _is_final(event: EventRow) -> bool:
+    return Status(event.status) in RESTING
+
+
+def _never(event: EventRow) -> bool:
+    return False  # a user's stream has no last event
+
+
+class _Slot:
+    """One of the viewer's subscription slots, taken (LIMIT_EXCEEDED when none is
+    left), and the subscription counted live; calling it gives both back."""
+
+    __slots__ = ("connection", "slots", "user_id")
+
+    def __init__(self, context: Context, user_id: str) -> None:
+        self.slots, self.connection, self.user_id = (
+            context.deps.subscription_slots,
+            context,
+            user_id,
+        )
+        if self.slots is not None:
+            self.slots.acquire(context, user_id)
         ACTIVE_SUBSCRIPTIONS.inc()
-        try:
-            stream = follow(deps.db, deps.bus, spec, after=max(after, 0), rechecks=deps.rechecks)
-            async for row in stream:
-                EVENTS_DELIVERED.inc()
-                info.context.event_cursor = getattr(row, spec.cursor_field)  # an SSE `id:`
-                yield to_event(row)
-        finally:
-            ACTIVE_SUBSCRIPTIONS.dec()
+
+    def __call__(self) -> None:
+        ACTIVE_SUBSCRIPTIONS.dec()
+        if self.slots is not None:
+            self.slots.release(self.connection, self.user_id)
 
 
 @strawberry.type
@@ -278,14 +328,11 @@ class RequestSubscriptions:
         if after_seq >= last and status in RESTING:
             return  # the client has every event, the last one included: nothing follows
 
-        async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
-            return await repository.events_after(session, id, after)
-
         spec = Follow(
             request_channel(id),
-            fetch,
+            repository.events_after,
             "seq",
-            lambda e: Status(e.status) in RESTING,
+            _is_final,
             key=id,
             latest=repository.latest_seqs,
         )
@@ -310,14 +357,11 @@ class RequestSubscriptions:
             after_seq = last
         _check_cursor(after_seq, last)
 
-        async def fetch(session: AsyncSession, after: int) -> list[EventRow]:
-            return await repository.user_events_after(session, viewer.id, after)
-
         spec = Follow(
             user_channel(viewer.id),
-            fetch,
+            repository.user_events_after,
             "user_seq",
-            lambda _: False,
+            _never,
             key=viewer.id,
             latest=users.latest_event_seqs,
         )

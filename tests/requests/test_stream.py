@@ -21,12 +21,9 @@ from tests.workers.test_pipeline import a_viewer, deliver, submit
 
 
 def spec_for(request_id: str) -> Follow:
-    async def fetch(session: AsyncSession, after: int) -> list[RequestEvent]:
-        return await repository.events_after(session, request_id, after)
-
     return Follow(
         request_channel(request_id),
-        fetch,
+        repository.events_after,
         "seq",
         lambda e: e.status in RESTING,
         key=request_id,
