@@ -6,9 +6,21 @@ their constructors and never read settings themselves.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
+
+# Words of vendors' codes (or messages) for content refused by their moderation.
+_CONTENT_POLICY = re.compile(
+    r"content[_ ]?policy|moderation|sensitive|inspection|riskdetection|infringement", re.I
+)
+
+
+def refuses_content(code_or_message: str) -> bool:
+    """Whether a vendor's error code (or, without one, its message) says the content
+    was refused by its moderation: final, whichever vendor is asked."""
+    return bool(_CONTENT_POLICY.search(code_or_message))
 
 
 class ProviderError(Exception):
@@ -50,6 +62,14 @@ class ProviderRejected(ProviderError):
     """The vendor refused the input (prompt rejected, image invalid): retrying won't help."""
 
     code = "PROVIDER_REJECTED"
+
+
+class ProviderInvalidRequest(ProviderError):
+    """The vendor refused our request's parameters (a 400 that is not about the content:
+    a size or option this model does not take). Not the user's input: another vendor of
+    the chain may take the request, but asking this one again will not help."""
+
+    code = "PROVIDER_INVALID_REQUEST"
 
 
 class ProviderAuthFailed(ProviderError):

@@ -32,6 +32,7 @@ from providers.base import (
     ModelJobStatus,
     ProviderAuthFailed,
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -100,17 +101,13 @@ def error_type(code: str) -> type[ProviderError]:
         return ProviderRateLimited
     if code.startswith(("InternalError", "ResourceUnavailable", "ServiceUnavailable")):
         return ProviderUnavailable
-    if code.startswith(
-        (
-            "InvalidParameter",
-            "MissingParameter",
-            "UnknownParameter",
-            "UnsupportedOperation",
-            "OperationDenied",
-        )
-    ):
+    if "Block" in code or "Illegal" in code or "Sensitive" in code:  # FailedOperation.ImageBlock
         return ProviderRejected
-    if "Image" in code or "Block" in code or "Illegal" in code:  # FailedOperation.ImageBlock ...
+    if code.startswith(
+        ("InvalidParameter", "MissingParameter", "UnknownParameter", "UnsupportedOperation")
+    ):
+        return ProviderInvalidRequest  # our parameters, not the user's content
+    if code.startswith("OperationDenied") or "Image" in code:  # the input image itself
         return ProviderRejected
     return ProviderUnavailable  # FailedOperation and codes we have not met: try again
 

@@ -31,10 +31,12 @@ from providers.base import (
     ImageResult,
     ProviderAuthFailed,
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
+    refuses_content,
 )
 from providers.formats import fit_size, image_type, nearest_size
 from providers.siliconflow import retry_after_seconds
@@ -45,9 +47,8 @@ MAX_VARIANTS = 8
 SEED_RANGE = 2**31  # Ark and DashScope take seeds in [0, 2147483647]
 
 # Codes saying the prompt or the picture broke a content policy: retrying won't help.
-_CONTENT_POLICY = re.compile(
-    r"content_policy|moderation|sensitive|inspection|riskdetection|infringement", re.I
-)
+
+
 # Codes saying the account must be fixed (unpaid, out of quota), whatever the status.
 _ACCOUNT = {"arrearage", "insufficient_quota", "accountoverdueerror"}
 
@@ -87,7 +88,7 @@ def vendor_error(response: httpx.Response, secret: str) -> tuple[str | None, str
 
 def error_type(status: int, code: str | None) -> type[ProviderError]:
     """Which typed error an HTTP status and vendor code mean."""
-    if code and _CONTENT_POLICY.search(code):
+    if code and refuses_content(code):
         return ProviderRejected
     if code and code.lower() in _ACCOUNT:
         return ProviderAuthFailed
@@ -97,8 +98,8 @@ def error_type(status: int, code: str | None) -> type[ProviderError]:
         return ProviderAuthFailed
     if status >= 500 or status == 408:
         return ProviderUnavailable
-    if status in (400, 413, 422):
-        return ProviderRejected
+    if status in (400, 413, 422):  # a refused content has its code, matched above
+        return ProviderInvalidRequest
     return ProviderError  # 404, 405, 3xx ...: our configuration, not the prompt
 
 
@@ -272,7 +273,7 @@ class OpenAIImageGenerator(_OpenAIEndpoint):
         if isinstance(error, dict):
             code = str(error.get("code") or "")
             message = f"{self.name} refused the image: {error.get('message')} (code {code})"
-            kind_ = ProviderRejected if _CONTENT_POLICY.search(code) else ProviderUnavailable
+            kind_ = ProviderRejected if refuses_content(code) else ProviderUnavailable
             raise kind_(message.replace(self._key, "[redacted]"), provider=self.name)
         raise ProviderUnavailable(f"{self.name} answered without an image", provider=self.name)
 

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
-from providers.base import ProviderAuthFailed, ProviderError, ProviderUnavailable
+from providers.base import (
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderInvalidRequest,
+    ProviderUnavailable,
+)
 
 
 class Named(Protocol):
@@ -83,7 +88,7 @@ class NoProvider(ProviderUnavailable):
 
 def fails_over(error: ProviderError) -> bool:
     """Whether another vendor may succeed where this one failed."""
-    return error.transient or isinstance(error, ProviderAuthFailed)
+    return error.transient or isinstance(error, ProviderAuthFailed | ProviderInvalidRequest)
 
 
 @dataclass

@@ -20,10 +20,12 @@ from providers.base import (
     ImageResult,
     ProviderAuthFailed,
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
+    refuses_content,
 )
 
 NAME = "siliconflow"
@@ -79,8 +81,8 @@ def _error_type(status: int) -> type[ProviderError]:
         return ProviderAuthFailed
     if status >= 500 or status == 408:
         return ProviderUnavailable
-    if status in (400, 413, 422):
-        return ProviderRejected
+    if status in (400, 413, 422):  # not the content (see `_error`): our parameters
+        return ProviderInvalidRequest
     return ProviderError  # 404, 405, 3xx ...: our configuration, not the prompt
 
 
@@ -151,6 +153,8 @@ class SiliconFlowImageGenerator:
         if status == 429:
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
             return ProviderRateLimited(text, provider=NAME, retry_after=retry_after)
+        if status in (400, 413, 422) and refuses_content(message):
+            return ProviderRejected(text, provider=NAME)
         return _error_type(status)(text, provider=NAME)
 
 

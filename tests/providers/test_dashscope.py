@@ -17,6 +17,7 @@ from providers.base import (
     ImageGenerator,
     ProviderAuthFailed,
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -117,7 +118,7 @@ async def test_the_async_header_is_what_makes_the_vendor_accept_the_task(
     ("outcome", "expected", "words"),
     [
         ({"status": 401}, ProviderAuthFailed, "InvalidApiKey"),
-        ({"status": 400, "code": "InvalidParameter"}, ProviderRejected, "InvalidParameter"),
+        ({"status": 400, "code": "InvalidParameter"}, ProviderInvalidRequest, "InvalidParameter"),
         ({"status": 400, "code": "DataInspectionFailed"}, ProviderRejected, "DataInspection"),
         ({"status": 400, "code": "Arrearage", "message": "unpaid"}, ProviderAuthFailed, "unpaid"),
         ({"status": 429}, ProviderRateLimited, "Throttling"),

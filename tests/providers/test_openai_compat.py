@@ -31,6 +31,7 @@ from providers.base import (
     PromptOptimizer,
     ProviderAuthFailed,
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -329,7 +330,7 @@ async def test_a_b64_json_answer_comes_back_as_the_image_bytes(
     [
         ({"status": 401}, ProviderAuthFailed, False),
         ({"status": 403}, ProviderAuthFailed, False),
-        ({"status": 400}, ProviderRejected, False),
+        ({"status": 400}, ProviderInvalidRequest, False),  # our parameters, not the prompt
         (
             {"status": 400, "code": "OutputImageSensitiveContentDetected"},
             ProviderRejected,

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from providers.base import ProviderAuthFailed, ProviderRejected, ProviderUnavailable
+from providers.base import (
+    ProviderAuthFailed,
+    ProviderInvalidRequest,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from providers.limits import MemoryLimiter, RedisLimiter
 from providers.registry import BreakerState, Chain, CircuitBreaker, NoProvider
 from tests.conftest import REDIS, require
@@ -94,6 +99,14 @@ async def test_a_refused_prompt_does_not_fail_over_nor_count_against_the_vendor(
         await call(chain)
     assert secondary.calls == 0
     assert chain.breakers["primary"].state is BreakerState.CLOSED
+
+
+async def test_parameters_one_vendor_refuses_fail_over_to_the_next() -> None:
+    """A 400 about our parameters (a size this model does not take) is not the user's
+    content: the next vendor of the chain may well take the request."""
+    primary = Vendor("primary", [ProviderInvalidRequest("size 512x512 not supported")])
+    chain = Chain([primary, Vendor("secondary")])
+    assert await call(chain) == "secondary"
 
 
 async def test_bad_credentials_fail_over() -> None:

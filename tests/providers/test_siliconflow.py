@@ -17,6 +17,7 @@ from providers.base import (
     ImageGenerator,
     ProviderAuthFailed,
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -121,7 +122,7 @@ async def test_the_request_is_shaped_as_siliconflow_documents() -> None:
         ({"status": 500}, ProviderUnavailable, True),
         ({"status": 502, "text": "<html>502 Bad Gateway</html>"}, ProviderUnavailable, True),
         ({"status": 400, "message": "prompt rejected by content policy"}, ProviderRejected, False),
-        ({"status": 422, "message": "image_size is not supported"}, ProviderRejected, False),
+        ({"status": 422, "message": "image_size is not supported"}, ProviderInvalidRequest, False),
         ({"status": 403}, ProviderAuthFailed, False),
     ],
 )
