@@ -114,7 +114,8 @@ class ModelJobStatus:
     """A snapshot of a vendor 3D job.
 
     `progress` is the vendor's own percentage (0-100) or None when it reports none;
-    `files` is filled once `state` is SUCCEEDED.
+    `files` is filled once `state` is SUCCEEDED. A FAILED job is `transient` when the
+    vendor's own fault ended it (an internal error): a new job may well succeed.
     """
 
     state: JobState
@@ -123,6 +124,7 @@ class ModelJobStatus:
     preview: ModelFile | None = None
     error_code: str | None = None
     error_message: str | None = None
+    transient: bool = False
 
 
 @runtime_checkable

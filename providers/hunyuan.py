@@ -93,6 +93,16 @@ def tc3_authorization(
     )
 
 
+# A failed job with one of these codes failed for Tencent's reasons, not the input's: a
+# new job may well succeed (any other failure of a job is final).
+_VENDORS_FAULT = (
+    "InternalError",
+    "ResourceUnavailable",
+    "ServiceUnavailable",
+    "ResourceInsufficient",
+)
+
+
 def error_type(code: str) -> type[ProviderError]:
     """Which typed error a Tencent Cloud error code means."""
     if code.startswith(("AuthFailure", "UnauthorizedOperation")):
@@ -172,10 +182,12 @@ class HunyuanModelGenerator:
         if status in _STATES:
             return ModelJobStatus(_STATES[status])
         if status == "FAIL":
+            code = str(reply.get("ErrorCode") or "HUNYUAN_JOB_FAILED")
             return ModelJobStatus(
                 JobState.FAILED,
-                error_code=str(reply.get("ErrorCode") or "HUNYUAN_JOB_FAILED"),
+                error_code=code,
                 error_message=str(reply.get("ErrorMessage") or "the 3D job failed"),
+                transient=code.startswith(_VENDORS_FAULT) or "InnerError" in code,
             )
         if status != "DONE":
             message = f"hunyuan reported an unknown job status {status!r}"

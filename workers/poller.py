@@ -228,7 +228,8 @@ async def _ask(deps: Deps, job: Leased, provider: ModelGenerator, elapsed: float
     if status.state is JobState.FAILED:
         code = status.error_code or "MODEL_GENERATION_FAILED"
         message = f"{job.provider}: {status.error_message or code}"
-        return Outcome(job, "failed", error=ProviderRejected(message, provider=job.provider))
+        kind = ProviderUnavailable if status.transient else ProviderRejected
+        return Outcome(job, "failed", error=kind(message, provider=job.provider))
     if status.files:
         limit = deps.settings.stage_time_limit_seconds
         try:

@@ -238,8 +238,20 @@ async def test_the_fourth_concurrent_job_is_refused_as_rate_limited() -> None:
         assert stats["max_concurrent_seen"] == 3
 
 
-async def test_a_failed_job_reports_the_vendor_code(http: httpx.AsyncClient) -> None:
-    await script(http, {"job": "FAIL", "error_code": "FailedOperation.InnerError"})
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [
+        ("InternalError", True),  # Tencent's fault: a new job may well succeed
+        ("FailedOperation.InnerError", True),
+        ("ResourceUnavailable.ServiceBusy", True),
+        ("FailedOperation.ImageBlock", False),  # the input itself: final
+        ("FailedOperation.GenerateFailed", False),
+    ],
+)
+async def test_a_failed_job_reports_the_vendor_code_and_whether_to_try_again(
+    http: httpx.AsyncClient, code: str, transient: bool
+) -> None:
+    await script(http, {"job": "FAIL", "error_code": code})
     provider = adapter(http)
     job_id = await provider.submit(IMAGE, "image/png", prompt="owl")
 
@@ -247,7 +259,8 @@ async def test_a_failed_job_reports_the_vendor_code(http: httpx.AsyncClient) -> 
     status = await provider.poll(job_id)
 
     assert status.state is JobState.FAILED
-    assert status.error_code == "FailedOperation.InnerError"
+    assert status.error_code == code
+    assert status.transient is transient
     assert status.files == []
 
 

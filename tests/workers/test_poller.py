@@ -289,3 +289,38 @@ async def test_a_scarce_quota_goes_to_the_jobs_running_longest(deps: Deps) -> No
     assert 0 < polled < 12
     asked = {job_id for _, job_id in vendor.calls}
     assert asked == {f"v{index}" for index in range(12 - polled, 12)}
+
+
+class FailingVendor(Vendor):
+    """A vendor whose jobs end FAILED with `code`: its fault (`transient`) or final."""
+
+    def __init__(self, code: str, *, transient: bool) -> None:
+        super().__init__()
+        self.code, self.transient = code, transient
+
+    async def poll(self, vendor_job_id: str) -> ModelJobStatus:
+        self.calls.append((time.monotonic(), vendor_job_id))
+        return ModelJobStatus(
+            JobState.FAILED, error_code=self.code, error_message="x", transient=self.transient
+        )
+
+
+@pytest.mark.parametrize(
+    ("transient", "job_status", "request_status"),
+    [
+        (True, "RETRYING", Status.MODEL_GENERATING),  # Hunyuan's InternalError: try again
+        (False, "FAILED", Status.FAILED),  # a refused input: final
+    ],
+)
+async def test_a_vendor_job_failed_by_the_vendors_fault_is_retried_not_failed(
+    deps: Deps, transient: bool, job_status: str, request_status: Status
+) -> None:
+    use(deps, FailingVendor("InternalError", transient=transient))
+    (request_id,) = await at_vendor(deps, 1)
+
+    assert await poll_round(deps) == 1
+
+    job = await job_of(deps, request_id)
+    assert job.status == job_status
+    row = await request_row(deps, request_id)
+    assert row.status == request_status
