@@ -379,6 +379,13 @@ def fit_variants(variants: list[str], count: int) -> list[str]:
     return chosen
 
 
+def thinks_by_default(model: str) -> bool:
+    """Whether `model` is a hybrid-thinking Qwen3 (`qwen3-32b`, `Qwen/Qwen3-8B`): it
+    thinks unless told not to, and DashScope refuses that on a non-streaming call. A
+    prompt rewrite needs no thinking anywhere, so it is turned off for the family."""
+    return model.rsplit("/", 1)[-1].lower().startswith("qwen3")
+
+
 class OpenAIChatOptimizer(_OpenAIEndpoint):
     """An OpenAI-style chat engine (Qwen, SiliconFlow chat) rewriting a prompt into variants."""
 
@@ -417,6 +424,8 @@ class OpenAIChatOptimizer(_OpenAIEndpoint):
             ],
             "temperature": 0.8,
         }
+        if thinks_by_default(self._model):
+            body["enable_thinking"] = False  # a non-streaming call may not think (DashScope)
         reply = await self._call(body)
         variants = parse_variants(self._content(reply))
         if not variants:

@@ -201,6 +201,16 @@ def parse_chat_request(request: Request, body: Any) -> dict[str, Any]:
             raise Invalid("Each message needs a role of system, user or assistant")
         if not isinstance(message.get("content"), str):
             raise Invalid("Each message needs a string content")
+    # DashScope: the open-source Qwen3 models think by default, which only streaming
+    # calls may do (400 InvalidParameter otherwise).
+    family = body["model"].rsplit("/", 1)[-1].lower()
+    if (
+        "compatible-mode" in request.url.path
+        and family.startswith("qwen3")
+        and not body.get("stream")
+        and body.get("enable_thinking") is not False
+    ):
+        raise Invalid("parameter.enable_thinking must be set to false for non-streaming calls")
     users = [m["content"] for m in messages if m["role"] == "user"]
     system = " ".join(m["content"] for m in messages if m["role"] == "system")
     asked = _ASKED.search(system)

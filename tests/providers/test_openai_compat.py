@@ -572,6 +572,29 @@ async def test_optimize_returns_exactly_n_distinct_variants_of_the_prompt(
     assert user == {"role": "user", "content": "a red fox on a rock"}
 
 
+@pytest.mark.parametrize(
+    ("chat", "thinking_off"),
+    [
+        (ChatVendor("qwen", f"{BASE}/compatible-mode", COMPATIBLE_CHAT, "qwen3-32b"), True),
+        (ChatVendor("siliconflow", BASE, "/v1/chat/completions", "Qwen/Qwen3-8B"), True),
+        (QWEN, False),  # qwen-plus: no such switch sent
+    ],
+    ids=["dashscope-qwen3", "siliconflow-qwen3", "dashscope-qwen-plus"],
+)
+async def test_a_qwen3_model_is_asked_without_thinking(
+    chat: ChatVendor, thinking_off: bool
+) -> None:
+    """DashScope answers a non-streaming call to a Qwen3 model that may think with a 400:
+    the rewrite is asked with thinking off (and works)."""
+    async with client_for(chat_path=chat.served_path) as http:
+        variants = await qwen(http, chat=chat).optimize("a red fox", 2)
+        [call] = await calls(http)
+    assert len(variants) == 2
+    assert ("enable_thinking" in call["body"]) is thinking_off
+    if thinking_off:
+        assert call["body"]["enable_thinking"] is False
+
+
 PROMPTS = ["a fox in clay", "a fox in bronze", "a fox carved in oak", "a low-poly fox"]
 
 
