@@ -8,6 +8,7 @@ its names flattened and its sizes bounded, so a hostile zip cannot escape or exp
 from __future__ import annotations
 
 import io
+import math
 import posixpath
 import zipfile
 from dataclasses import dataclass
@@ -80,6 +81,18 @@ def fit_size(width: int, height: int, low: int, high: int) -> tuple[int, int]:
         return max(low, min(high, round(value * scale / 8) * 8))
 
     return side(width), side(height)
+
+
+def fit_pixels(width: int, height: int, fewest: int, most: int) -> tuple[int, int]:
+    """The size nearest `width` x `height` whose area lies in [fewest, most] pixels, the
+    aspect ratio kept, each side a multiple of 8 (rounded up when scaling up, so the
+    area does not fall short of `fewest`)."""
+    area = width * height
+    if fewest <= area <= most:
+        return width, height
+    scale = math.sqrt((fewest if area < fewest else most) / area)
+    rounding = math.ceil if area < fewest else math.floor
+    return rounding(width * scale / 8) * 8, rounding(height * scale / 8) * 8
 
 
 def nearest_size(width: int, height: int, sizes: tuple[tuple[int, int], ...]) -> tuple[int, int]:

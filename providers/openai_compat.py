@@ -38,7 +38,7 @@ from providers.base import (
     ProviderUnavailable,
     refuses_content,
 )
-from providers.formats import fit_size, image_type, nearest_size
+from providers.formats import fit_pixels, fit_size, image_type, nearest_size
 from providers.siliconflow import retry_after_seconds
 
 _MESSAGE_LIMIT = 300
@@ -225,11 +225,15 @@ class OpenAIImageGenerator(_OpenAIEndpoint):
         self._response_format = None if model.startswith("gpt-image") else response_format
         self._extra = dict(extra or {})
         self._send_seed = send_seed
-        self._side_range = side_range
+        self._pixels = _pixel_range(model)
+        self._side_range = None if self._pixels else _side_range(model) or side_range
         self._sizes = sizes if sizes is not None or side_range else _fixed_sizes(model)
 
     def size_for(self, width: int, height: int) -> tuple[int, int]:
-        """What this engine is asked for when we want `width` x `height`."""
+        """What this engine is asked for when we want `width` x `height`: by the rules of
+        the model's family where we know them, else by the vendor's."""
+        if self._pixels:
+            return fit_pixels(width, height, *self._pixels)
         if self._side_range:
             return fit_size(width, height, *self._side_range)
         if self._sizes:
@@ -283,6 +287,20 @@ class OpenAIImageGenerator(_OpenAIEndpoint):
         except (binascii.Error, ValueError):
             message = f"{self.name} answered an image that is not valid base64"
             raise ProviderUnavailable(message, provider=self.name) from None
+
+
+def _pixel_range(model: str) -> tuple[int, int] | None:
+    """Seedream 4.x takes any size whose area is 1280x720 to 4096x4096 pixels."""
+    if "seedream-4" in model:
+        return 1280 * 720, 4096 * 4096
+    return None
+
+
+def _side_range(model: str) -> tuple[int, int] | None:
+    """Seedream 3.x takes sides of 512 to 2048 pixels."""
+    if "seedream-3" in model:
+        return 512, 2048
+    return None
 
 
 def _fixed_sizes(model: str) -> tuple[tuple[int, int], ...] | None:

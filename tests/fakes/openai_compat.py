@@ -160,9 +160,13 @@ def parse_image_request(request: Request, body: Any) -> dict[str, Any]:
         if not isinstance(body.get(name), str) or not body[name].strip():
             raise Invalid(f"The parameter `{name}` is required")
     size = _SIZE.match(str(body.get("size", "1024x1024")))
-    if size is None or not all(512 <= int(side) <= 2048 for side in size.groups()):
-        raise Invalid("The parameter `size` must be WxH with sides of 512-2048 pixels")
     model = body["model"]
+    if "seedream-4" in str(model):  # Seedream 4.x: by area, 1280x720 to 4096x4096
+        area = int(size[1]) * int(size[2]) if size else 0
+        if not 1280 * 720 <= area <= 4096 * 4096:
+            raise Invalid("The parameter `size` must have 1280x720 to 4096x4096 pixels")
+    elif size is None or not all(512 <= int(side) <= 2048 for side in size.groups()):
+        raise Invalid("The parameter `size` must be WxH with sides of 512-2048 pixels")
     fixed = next((v for prefix, v in _FIXED_SIZES.items() if model.startswith(prefix)), None)
     if fixed and size[0] not in fixed:
         raise Invalid(f"Invalid value: '{size[0]}'. Supported values are: {', '.join(fixed)}.")

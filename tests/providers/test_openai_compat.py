@@ -18,7 +18,7 @@ import base64
 import io
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -301,6 +301,34 @@ async def test_a_size_the_engine_does_not_take_is_fitted_not_refused(
     assert (result.width, result.height) == sent
     [_, call] = await calls(http)
     assert (call["status"], call["body"]["size"]) == (200, "{}x{}".format(*sent))
+
+
+# Seedream 4.x, configured as app/deps.py configures Ark (its side range is Seedream
+# 3.x's): sizes go by the model family's rule, an area of 1280x720 to 4096x4096 pixels.
+SEEDREAM_4 = replace(ARK, model="doubao-seedream-4-0-250828")
+
+
+@pytest.mark.parametrize(
+    ("wanted", "sent"),
+    [((512, 512), (960, 960)), ((768, 512), (1176, 784)), ((2048, 2048), (2048, 2048))],
+)
+async def test_seedream_4_is_asked_for_a_size_by_its_familys_rule(
+    wanted: tuple[int, int], sent: tuple[int, int]
+) -> None:
+    async with client_for(images_path=ARK.path) as http:
+        refused = await http.post(
+            ARK.path,
+            json={"model": SEEDREAM_4.model, "prompt": "a fox", "size": "512x512"},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        result = await images(http, SEEDREAM_4).generate(
+            "a fox", seed=7, width=wanted[0], height=wanted[1]
+        )
+        [_, call] = await calls(http)
+    assert refused.status_code == 400  # what Ark answers Seedream 4.x for 512x512
+    assert (call["status"], call["body"]["size"]) == (200, "{}x{}".format(*sent))
+    assert (result.width, result.height) == sent
+    assert sent[0] * sent[1] >= 1280 * 720
 
 
 @pytest.mark.parametrize(
