@@ -252,13 +252,21 @@ async def finish_in(
         return False
     request = locked[1]
     model = await models.add_to_library(unit, request, stored, provider=vendor)
+    # A vendor that made no file of the format asked for: its own, and said so.
+    notice = None
+    if stored.format != request.model_format:
+        asked, made = request.model_format.upper(), stored.format.upper()
+        notice = f"{asked} was asked for, but {vendor} made {made} only: the model is {made}"
     await service.transition(
         unit,
         request,
         Status.MODEL_COMPLETED,
         step="model stored",
         progress=service.PROGRESS_STORING,
+        message=notice,
         model_id=model.id,
     )
-    await service.transition(unit, request, Status.COMPLETED, step="completed", model_id=model.id)
+    await service.transition(
+        unit, request, Status.COMPLETED, step="completed", message=notice, model_id=model.id
+    )
     return True

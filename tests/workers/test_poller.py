@@ -324,3 +324,26 @@ async def test_a_vendor_job_failed_by_the_vendors_fault_is_retried_not_failed(
     assert job.status == job_status
     row = await request_row(deps, request_id)
     assert row.status == request_status
+
+
+async def test_an_obj_request_the_vendor_made_glb_for_says_so(deps: Deps) -> None:
+    """The vendor offered no OBJ: the model is its GLB, and the request's last events say
+    so rather than completing as if OBJ had been made."""
+    vendor = Vendor(done={"v0"})  # answers with a GLB only
+    use(deps, vendor)
+    (request_id,) = await at_vendor(deps, 1)
+    async with deps.db.write() as session:
+        await session.execute(
+            update(GenerationRequest)
+            .where(col(GenerationRequest.id) == request_id)
+            .values(model_format="obj")
+        )
+
+    assert await poll_round(deps) == 1
+
+    history = await events(deps, request_id)
+    assert history[-1].status == Status.COMPLETED
+    assert history[-1].message == ("OBJ was asked for, but counted made GLB only: the model is GLB")
+    async with deps.db.read() as session:
+        (made,) = (await session.execute(select(Model.format))).scalars()
+    assert made == "glb"
