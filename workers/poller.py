@@ -16,8 +16,6 @@ in the broker.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
 import math
 import time
@@ -53,7 +51,7 @@ from workers.model import (
     store_model,
     worth_an_event,
 )
-from workers.runtime import WorkerRuntime
+from workers.runtime import LoopService
 
 log = logging.getLogger(__name__)
 
@@ -339,21 +337,16 @@ async def _after_commit(deps: Deps, outcomes: list[Outcome]) -> None:
             await attempt_failed(deps, outcome.job.job_id, outcome.job.attempt, outcome.error)
 
 
-class Poller:
+class Poller(LoopService):
     """Leases due 3D jobs on a worker's event loop and polls them in rounds, up to
-    CONCURRENT_ROUNDS at once, resting when none is due."""
+    CONCURRENT_ROUNDS at once, resting when none is due. Stopping lets the rounds under
+    way write what they found; one that hangs is cancelled, its jobs then wait for
+    their lease to run out."""
 
-    STOP_SECONDS = 10.0  # how long `stop` waits for a round under way
     LONGEST_REST = 1.0  # a new job's first poll is found at least this often
 
-    def __init__(self, runtime: WorkerRuntime) -> None:
-        self.runtime = runtime
-        self._future: concurrent.futures.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-
     async def run(self) -> None:
-        stopping = self._stopping or asyncio.Event()
+        stopping = self.stopping
         rounds: set[asyncio.Task[None]] = set()
         try:
             while not stopping.is_set():
@@ -392,29 +385,3 @@ class Poller:
             log.exception("leasing 3D polls failed; trying again in %.1f s", rest)
             return rest
         return max(0.01, rest if due is None else min(rest, due))
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._stopping = asyncio.Event()  # made here: a `stop` before `run` still counts
-        self._future = asyncio.run_coroutine_threadsafe(self.run(), loop)
-
-    def stop(self) -> None:
-        """Stops after the round under way (its jobs' writes are not cut off mid-way);
-        a round that hangs is cancelled, its jobs then wait for their lease to run out."""
-        future, self._future = self._future, None
-        if future is None or self._loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing runs
-            self._loop.call_soon_threadsafe(self._set_stopping)
-        try:
-            future.result(timeout=self.STOP_SECONDS)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-        except concurrent.futures.CancelledError:
-            pass
-        except Exception:
-            log.debug("the poller ended with an error", exc_info=True)
-
-    def _set_stopping(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()

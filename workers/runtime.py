@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -19,6 +21,8 @@ from app.bus import EventBus
 from app.config import Settings
 from app.deps import Deps, build_bus, build_deps
 from app.queue import JobQueue
+
+log = logging.getLogger(__name__)
 
 
 class StageLauncher:
@@ -98,3 +102,54 @@ class WorkerRuntime:
                 await self._deps.bus.close()
             await self._deps.aclose()
             self._deps = None
+
+
+class LoopService:
+    """A coroutine a worker process runs on its event loop for its whole life (the
+    sweeper, the 3D poller), started and stopped from another thread.
+
+    `stop` lets a round under way end, waiting up to STOP_SECONDS, rather than
+    cancelling it mid-query: a cancelled session goes back to its pool in the
+    background, and the runtime may dispose of the engine first, leaving that
+    connection open for good. `run` returns once `stopping` is set."""
+
+    STOP_SECONDS = 10.0
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        self._future: concurrent.futures.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stopping or asyncio.Event()
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        # Made here, not in `run`: a `stop` that comes before `run` starts still counts.
+        # (An Event binds to its loop only when first awaited.)
+        self._stopping = asyncio.Event()
+        self._future = asyncio.run_coroutine_threadsafe(self.run(), loop)
+
+    def stop(self) -> None:
+        future, self._future = self._future, None
+        if future is None or self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing runs
+            self._loop.call_soon_threadsafe(self._set_stopping)
+        try:
+            future.result(timeout=self.STOP_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # one that hangs must not hold up shutdown
+        except concurrent.futures.CancelledError:
+            pass  # the loop went first
+        except Exception:  # it ended either way; it logged its own failure
+            log.debug("%s ended with an error", type(self).__name__, exc_info=True)
+
+    def _set_stopping(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()

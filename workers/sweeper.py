@@ -23,7 +23,6 @@ and counted as polled, and the first poller to run takes it.)
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from app.requests.stages import Status
 from app.tables import utcnow
 from app.unit import Unit
 from workers.claims import lock_job
-from workers.runtime import WorkerRuntime
+from workers.runtime import LoopService, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -158,22 +157,17 @@ async def _fail_stuck(unit: Unit, request_id: str, cutoff: datetime, report: Swe
     report.failed.append(request_id)
 
 
-class Sweeper:
+class Sweeper(LoopService):
     """Runs `sweep` every `sweep_interval_seconds` on a worker's event loop."""
 
-    STOP_SECONDS = 10.0  # how long `stop` waits for a sweep under way
-
     def __init__(self, runtime: WorkerRuntime, *, orphaned_before: datetime | None = None):
-        self.runtime = runtime
+        super().__init__(runtime)
         self.orphaned_before = orphaned_before
-        self._future: concurrent.futures.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
 
     async def run(self) -> None:
         interval = self.runtime.settings.sweep_interval_seconds
         orphaned_before = self.orphaned_before
-        stopping = self._stopping or asyncio.Event()
+        stopping = self.stopping
         while not stopping.is_set():
             try:
                 deps = await self.runtime.deps()
@@ -184,32 +178,3 @@ class Sweeper:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await stopping.wait()
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        # Made here, not in `run`: a `stop` that comes before `run` starts still counts.
-        # (An Event binds to its loop only when first awaited.)
-        self._stopping = asyncio.Event()
-        self._future = asyncio.run_coroutine_threadsafe(self.run(), loop)
-
-    def stop(self) -> None:
-        """Stops sweeping, waiting for a sweep under way to end rather than cancelling it
-        mid-query: a cancelled session goes back to its pool in the background, and the
-        runtime may dispose of the engine first, leaving that connection open for good."""
-        future, self._future = self._future, None
-        if future is None or self._loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing runs
-            self._loop.call_soon_threadsafe(self._set_stopping)
-        try:
-            future.result(timeout=self.STOP_SECONDS)
-        except concurrent.futures.TimeoutError:
-            future.cancel()  # a sweep that hangs must not hold up shutdown
-        except concurrent.futures.CancelledError:
-            pass  # the loop went first
-        except Exception:  # it ended either way; the sweep logged its own failure
-            log.debug("the sweeper ended with an error", exc_info=True)
-
-    def _set_stopping(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
