@@ -132,7 +132,14 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="A new walk through a counter sort of the gallery (POPULAR, MOST_LIKED, "
-        "MOST_DOWNLOADED) ranks it anew when its newest ranking is older than this.",
+        "MOST_DOWNLOADED, MOST_VIEWED) ranks it anew when its newest ranking is older than this.",
+    )
+    view_flush_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="Views of public models (`viewModel`) add up in memory and are written "
+        "this often, in one statement per batch; a crash loses at most this long's views.",
     )
     gallery_ranking_keep_seconds: float = Field(
         default=1800,

@@ -17,6 +17,8 @@ from app.db import Database, create_engine
 from app.graphql.limits import SubscriptionSlots
 from app.graphql.persisted import PersistedQueries
 from app.models.changes import PublicChanges
+from app.models.conversions import Conversions
+from app.models.views import ViewCounter
 
 if TYPE_CHECKING:
     from app.models.cache import ResponseCache
@@ -80,6 +82,10 @@ class Deps:
     public_changes: PublicChanges = field(default_factory=PublicChanges)
     # Answers of public queries, dropped as those changes come (app/models/cache.py).
     response_cache: ResponseCache | None = None
+    # Views of public models, written in batches (app/models/views.py); the API's only.
+    views: ViewCounter | None = None
+    # Downloads in STL and PLY being converted in this process (app/models/conversions.py).
+    conversions: Conversions = field(default_factory=Conversions)
 
     def unit(self) -> AbstractAsyncContextManager[Unit]:
         """A write transaction whose events, messages and file deletions happen after it
@@ -87,6 +93,8 @@ class Deps:
         return unit_of_work(self.db, self.bus, self.queue, self.storage, self.public_changes)
 
     async def aclose(self) -> None:
+        if self.views is not None:  # the views counted since the last write
+            await self.views.aclose()
         await self.public_changes.aclose()
         await self.rechecks.aclose()
         if self.redis is not None:
@@ -278,6 +286,7 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
         public_changes=PublicChanges(bus, flag_versions(settings, redis)),
     )
     deps.response_cache = build_response_cache(settings, deps)
+    deps.views = ViewCounter(db, deps.public_changes, every=settings.view_flush_seconds)
     return deps
 
 

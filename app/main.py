@@ -134,6 +134,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 await asyncio.to_thread(worker.stop)
             broker.close()
             await pinger.aclose()
+            if deps.views is not None:  # while the bus can still announce the new counts
+                await deps.views.aclose()
             await deps.bus.close()
             await deps.aclose()
 

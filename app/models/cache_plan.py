@@ -45,7 +45,8 @@ MODEL_MARK, VISIBILITY_MARK, OWNER_MARK = "__lumi_m", "__lumi_p", "__lumi_u"
 _MODEL = dict.fromkeys(
     (
         *("id", "name", "description", "format", "fileSize", "status", "visibility"),
-        *("publishedAt", "likeCount", "favoriteCount", "downloadCount", "provider"),
+        *("publishedAt", "likeCount", "favoriteCount", "downloadCount", "viewCount"),
+        "provider",
         *("createdAt", "files", "fileUrl", "previewUrl", "owner"),
     ),
     SHARED,
@@ -61,7 +62,7 @@ FIELDS: Mapping[str, Mapping[str, str]] = {
         ("hasNextPage", "hasPreviousPage", "startCursor", "endCursor"), SHARED
     ),
     "Model": {**_MODEL, "likedByMe": LIKE, "favoritedByMe": FAVORITE},
-    "ModelFile": dict.fromkeys(("name", "contentType", "size", "url"), SHARED),
+    "ModelFile": dict.fromkeys(("name", "contentType", "size", "url", "converted"), SHARED),
     "PublicProfile": {"id": SHARED, "displayName": SHARED},
 }
 _DIRECTIVES = frozenset({"skip", "include"})

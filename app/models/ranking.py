@@ -1,11 +1,12 @@
 """When the gallery's counter sorts are ranked again.
 
-POPULAR, MOST_LIKED and MOST_DOWNLOADED change order whenever a count changes, so a walk
-through their pages by live counts would show a model twice and skip another. Instead
-each walk reads one ranking snapshot (`app/models/snapshots.py`): its first page takes
-the newest, building a new one when the newest is older than `every`, and its cursors
-name that version. Versions stay for `keep` after a newer one replaced them, so a walk
-has at least that long; older ones are purged when a new one is built.
+POPULAR, MOST_LIKED, MOST_DOWNLOADED and MOST_VIEWED change order whenever a count
+changes, so a walk through their pages by live counts would show a model twice and
+skip another. Instead each walk reads one ranking snapshot (`app/models/snapshots.py`):
+its first page takes the newest, building a new one when the newest is older than
+`every`, and its cursors name that version. Versions stay for `keep` after a newer one
+replaced them, so a walk has at least that long; older ones are purged when a new one
+is built.
 """
 
 from __future__ import annotations

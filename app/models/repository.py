@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -15,10 +15,12 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
     insert,
+    literal,
     or_,
     update,
 )
@@ -40,6 +42,7 @@ SORT_COLUMNS: dict[str, Any] = {
     "POPULAR": Model.popularity,
     "MOST_LIKED": Model.like_count,
     "MOST_DOWNLOADED": Model.download_count,
+    "MOST_VIEWED": Model.view_count,
 }
 
 
@@ -111,6 +114,8 @@ class ModelRow(Protocol):
     def favorite_count(self) -> int: ...
     @property
     def download_count(self) -> int: ...
+    @property
+    def view_count(self) -> int: ...
     @property
     def popularity(self) -> int: ...
     @property
@@ -430,6 +435,25 @@ def _count_statement(counter: str) -> Update:
                 "updated_at": bindparam("now", type_=models.c.updated_at.type),
             }
         )
+    )
+
+
+async def add_views(session: AsyncSession, views: Mapping[str, int]) -> None:
+    """Adds `views[id]` to each model's view count, in ONE statement for them all:
+    `view_count = view_count + CASE id WHEN ... END` (a model deleted meanwhile matches
+    nothing). Neither `updated_at` nor popularity moves: a view changes nothing of it."""
+    if not views:
+        return
+    models = Model.__table__  # type: ignore[attr-defined]
+    added = case(
+        {model_id: literal(count) for model_id, count in views.items()},
+        value=models.c.id,
+        else_=literal(0),
+    )
+    await session.execute(
+        update(models)
+        .where(models.c.id.in_(list(views)))
+        .values(view_count=models.c.view_count + added)
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
@@ -26,12 +26,14 @@ from app.graphql.pagination import (
 from app.graphql.permissions import IsAnyone, IsAuthenticated
 from app.graphql.relay import global_id
 from app.models import repository, service, snapshots
-from app.models.errors import RankingExpired
+from app.models.conversions import converted_file
+from app.models.errors import ModelNotFound, RankingExpired
 from app.models.loaders import ModelLoaders
 from app.models.repository import Extras, ModelCard
 from app.models.types import (
     Asked,
     Count,
+    DownloadFormat,
     InteractionStatus,
     ModelConnection,
     ModelDownload,
@@ -322,22 +324,54 @@ class ModelMutations:
         return global_id("Model", id)
 
     @strawberry.mutation(
-        description="A short-lived download URL; counts the download.",
+        description="A short-lived download URL; counts the download. The first download "
+        "of a model in STL or PLY converts it (once: later ones reuse the file, which "
+        "`files` lists from then on).",
         permission_classes=[IsAuthenticated],
     )
-    async def download_model(self, info: Info, id: ModelId) -> ModelDownload:
+    async def download_model(
+        self,
+        info: Info,
+        id: ModelId,
+        format: Annotated[
+            DownloadFormat | None,
+            strawberry.argument(
+                description="The file's format; null: the format the model is stored in."
+            ),
+        ] = None,
+    ) -> ModelDownload:
         viewer_id = await info.context.require_viewer_id()
+        target = await _converted(info, viewer_id, id, format)
         async with info.context.unit() as unit:
             row = await service.count_download(unit, viewer_id, id)
+        file = _download_file(row, target)
         ttl = info.context.deps.settings.download_url_ttl_seconds
         url = info.context.deps.storage.url(
-            row.file_key, expires_in=ttl, filename=f"{_filename(row)}.{row.format}"
+            file["key"], expires_in=ttl, filename=f"{_filename(row)}.{file['format']}"
         )
         return ModelDownload(
             url=info.context.absolute_url(url),
+            format=DownloadFormat(file["format"]),
+            content_type=file["content_type"],
             expires_at=utcnow() + timedelta(seconds=ttl),
             model=await _node(info, row),
         )
+
+    @strawberry.mutation(
+        description="Count a view of a public model: call it once each time a page shows "
+        "one. Views are written every LUMI_VIEW_FLUSH_SECONDS, so `viewCount` (here and "
+        "everywhere) shows them after that. An owner's views of their own model, and views "
+        "of private models, are not counted. Anyone may call it, signed in or not.",
+        permission_classes=[IsAnyone],
+    )
+    async def view_model(self, info: Info, id: ModelId) -> ModelType:
+        viewer_id = await info.context.viewer_id()
+        async with info.context.read() as session:
+            row = await service.visible(session, viewer_id, id)
+        views = info.context.deps.views
+        if views is not None:
+            service.count_view(views, viewer_id, row)
+        return await _node(info, row)
 
     @strawberry.mutation(description="Like a model (once).", permission_classes=[IsAuthenticated])
     async def like_model(self, info: Info, id: ModelId) -> ModelType:
@@ -358,6 +392,34 @@ class ModelMutations:
     )
     async def unfavorite_model(self, info: Info, id: ModelId) -> ModelType:
         return await _interact(info, id, "FAVORITE", on=False)
+
+
+async def _converted(
+    info: Info, viewer_id: str, model_id: str, wanted: DownloadFormat | None
+) -> str | None:
+    """The format the download converts the model to (None: its own file), converted
+    and stored now if nobody did before; before the download is counted, so a model
+    that cannot be converted counts no download."""
+    if wanted is None:  # the stored file: no read before the count's
+        return None
+    async with info.context.read() as session:
+        row = await service.visible(session, viewer_id, model_id)
+    target = service.download_kind(row, wanted.value if wanted else None)
+    if target is not None and converted_file(row, target) is None:
+        await info.context.end_reads()  # no read transaction held while converting
+        deps = info.context.deps
+        await deps.conversions.file(row, target, storage=deps.storage, unit=deps.unit)
+    return target
+
+
+def _download_file(row: Model, target: str | None) -> dict[str, Any]:
+    """The stored file a download hands out, with its format."""
+    if target is None:
+        return {"key": row.file_key, "format": row.format, "content_type": row.content_type}
+    file = converted_file(row, target)
+    if file is None:  # recorded before the count's read; only a deletion removes it
+        raise ModelNotFound()
+    return {**file, "format": target}
 
 
 def _filename(row: Model) -> str:

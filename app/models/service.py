@@ -16,10 +16,12 @@ from app.models import repository
 from app.models.changes import PublicChange
 from app.models.errors import ModelNotFound
 from app.models.repository import ModelRow
+from app.models.views import ViewCounter
 from app.requests.service import check_id
 from app.tables import GenerationRequest, Model, utcnow
 from app.unit import Unit
 from app.users import repository as users
+from providers.conversion import TARGETS
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
@@ -165,11 +167,36 @@ def stored_keys(model: Model) -> list[str]:
     return list(dict.fromkeys(key for key in keys if key))
 
 
+def download_kind(model: ModelRow, file_format: str | None) -> str | None:
+    """What a download of the model in `file_format` (None: as stored) hands out: None
+    for its own main file, else the format to convert it to. BAD_USER_INPUT for a stored
+    format it is not in (a GLB is not converted to OBJ, nor an OBJ to GLB)."""
+    if file_format is None or file_format == model.format:
+        return None
+    if file_format in TARGETS:
+        return file_format
+    offered = ", ".join(sorted({model.format, *TARGETS})).upper()
+    raise BadUserInput(
+        f"this model is stored as {model.format.upper()}; it downloads as {offered}",
+        field="format",
+    )
+
+
 async def count_download(unit: Unit, viewer_id: str, model_id: str) -> Model:
     model = await visible(unit.session, viewer_id, model_id, for_update=True)
     await repository.count(unit.session, model, "DOWNLOAD", +1)
     _counted(unit, model, "DOWNLOAD")
     return model
+
+
+def count_view(views: ViewCounter, viewer_id: str | None, model: ModelRow) -> bool:
+    """A view of a model the viewer may see: counted (later, in a batch) when the model
+    is public and the viewer is not its owner (an owner looking at their own model is
+    not interest from others). Whether it counted."""
+    if model.visibility != PUBLIC or (viewer_id is not None and viewer_id == model.owner_id):
+        return False
+    views.add(model.id)
+    return True
 
 
 async def set_interaction(

@@ -21,6 +21,7 @@ RANKED: dict[str, Any] = {
     "POPULAR": Model.popularity,
     "MOST_LIKED": Model.like_count,
     "MOST_DOWNLOADED": Model.download_count,
+    "MOST_VIEWED": Model.view_count,
 }
 
 

@@ -47,6 +47,7 @@ class Visibility(Enum):
         "POPULAR": "Most popular first: 2 per like, 3 per favorite, 1 per download.",
         "MOST_LIKED": "Most liked first.",
         "MOST_DOWNLOADED": "Most downloaded first.",
+        "MOST_VIEWED": "Most viewed first (views written every few seconds).",
     },
 )
 class ModelSort(Enum):
@@ -54,6 +55,7 @@ class ModelSort(Enum):
     POPULAR = "POPULAR"
     MOST_LIKED = "MOST_LIKED"
     MOST_DOWNLOADED = "MOST_DOWNLOADED"
+    MOST_VIEWED = "MOST_VIEWED"
 
 
 @described(
@@ -66,6 +68,25 @@ class ModelSort(Enum):
 class ModelFormat(Enum):
     GLB = "glb"
     OBJ = "obj"
+
+
+# Not ModelFormat: that one is also what a request may ask a 3D vendor for, and no
+# vendor makes STL or PLY; those are converted from the stored model.
+@described(
+    description="Formats a model can be downloaded in.",
+    values={
+        "GLB": "Binary glTF: only for a model stored as GLB.",
+        "OBJ": "Wavefront OBJ (its main file; `files` lists the material and textures): "
+        "only for a model stored as OBJ.",
+        "STL": "STL (binary), the mesh alone, converted from the stored model.",
+        "PLY": "PLY (binary), the mesh alone, converted from the stored model.",
+    },
+)
+class DownloadFormat(Enum):
+    GLB = "glb"
+    OBJ = "obj"
+    STL = "stl"
+    PLY = "ply"
 
 
 @described(
@@ -91,7 +112,8 @@ class ModelType(Node):
 
     format: ModelFormat = strawberry.field(description="File format of `fileUrl`: GLB or OBJ.")
     file_size: int = strawberry.field(
-        description="Size of the model's files in bytes, all together."
+        description="Size of the model's own files in bytes, all together (files converted "
+        "for downloads in other formats not included)."
     )
     status: ModelStatus = strawberry.field(description="READY once the file is stored.")
     visibility: Visibility = strawberry.field(
@@ -105,6 +127,10 @@ class ModelType(Node):
         description="How many users keep the model among their favorites."
     )
     download_count: int = strawberry.field(description="How many times the model was downloaded.")
+    view_count: int = strawberry.field(
+        description="How many times the model was viewed while public (`viewModel`); "
+        "written every few seconds, so the newest views may not show yet."
+    )
     provider: str | None = strawberry.field(description="Which 3D provider built the model.")
     created_at: datetime = strawberry.field(description="When the model was created (UTC).")
 
@@ -140,6 +166,7 @@ class ModelType(Node):
             like_count=row.like_count,
             favorite_count=row.favorite_count,
             download_count=row.download_count,
+            view_count=row.view_count,
             provider=row.provider,
             created_at=row.created_at,
             liked_by_me=_NOT_LOADED if kinds is None else "LIKE" in kinds,
@@ -178,7 +205,9 @@ class ModelType(Node):
     @strawberry.field(
         description="Every file of the model, the main one first: a GLB alone, or an OBJ "
         "with its material (MTL) and textures. Each URL is signed on its own, so load the "
-        "material's textures from these URLs, not relative to the MTL."
+        "material's textures from these URLs, not relative to the MTL. Then the files "
+        "converted for downloads in other formats (model.stl, model.ply; `converted`), once "
+        "someone has downloaded the model in that format."
     )
     def files(self, info: Info) -> list[ModelFileType]:
         files = self.row.files or [
@@ -195,6 +224,7 @@ class ModelType(Node):
                 content_type=file["content_type"],
                 size=file["size"],
                 url=signed_url(info, file["key"], file["name"]),
+                converted=bool(file.get("converted")),
             )
             for file in files
         ]
@@ -309,6 +339,10 @@ class ModelFileType:
     content_type: str = strawberry.field(description="MIME type.")
     size: int = strawberry.field(description="Size in bytes.")
     url: str = strawberry.field(description="A signed, expiring URL of the file.")
+    converted: bool = strawberry.field(
+        description="Made from the model for a download in another format (STL, PLY), "
+        "rather than one of the model's own files."
+    )
 
 
 Count = Callable[[AsyncSession], Awaitable[int]]
@@ -335,6 +369,8 @@ class ModelConnection:
 @strawberry.type(description="A short-lived link to download a model file.")
 class ModelDownload:
     url: str = strawberry.field(description="Signed URL of the file.")
+    format: DownloadFormat = strawberry.field(description="The file's format.")
+    content_type: str = strawberry.field(description="The file's MIME type.")
     expires_at: datetime = strawberry.field(description="When the URL stops working (UTC).")
     model: ModelType = strawberry.field(description="The model, its download counted.")
 

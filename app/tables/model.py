@@ -20,6 +20,7 @@ class Model(SQLModel, table=True):
         Index("ix_models_public_popular", "visibility", "popularity", "id"),
         Index("ix_models_public_liked", "visibility", "like_count", "id"),
         Index("ix_models_public_downloaded", "visibility", "download_count", "id"),
+        Index("ix_models_public_viewed", "visibility", "view_count", "id"),
     )
 
     id: str = id_field()
@@ -36,7 +37,9 @@ class Model(SQLModel, table=True):
     content_type: str = Field(default="model/gltf-binary", max_length=64)
     preview_key: str | None = key_field(255, default=None)
     # Every file of the model: [{"name", "key", "content_type", "size"}]; the main file
-    # (`file_key`) first, then an OBJ's material and textures.
+    # (`file_key`) first, then an OBJ's material and textures, then the files converted
+    # for downloads in other formats (STL, PLY), marked `"converted": true`
+    # (app/models/conversions.py).
     files: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     file_size: int = 0
     provider: str | None = Field(default=None, max_length=32)
@@ -45,6 +48,7 @@ class Model(SQLModel, table=True):
     like_count: int = 0
     favorite_count: int = 0
     download_count: int = 0
+    # Written in batches (app/models/views.py), so it lags the views by a few seconds.
     view_count: int = 0
     # Weighted interest (2 per like, 3 per favorite, 1 per download), kept in step with
     # the counters in the same UPDATE so POPULAR can be served from an index.

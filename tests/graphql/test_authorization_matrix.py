@@ -309,6 +309,11 @@ MATRIX: dict[str, tuple[Case, ...]] = {
         model_case("downloadModel", "private", NOT_FOUND, document=DOWNLOAD_MODEL),
         model_case("downloadModel", "public", PUBLIC, document=DOWNLOAD_MODEL),
     ),
+    # Anyone may count a view of a public model; a private one is not there for others.
+    "viewModel": (
+        Case(by_id("viewModel"), "private", NOT_FOUND, OK, NOT_FOUND),
+        Case(by_id("viewModel"), "public", PUBLIC, OK, PUBLIC),
+    ),
     "likeModel": (
         model_case("likeModel", "private", NOT_FOUND),
         model_case("likeModel", "public", PUBLIC),

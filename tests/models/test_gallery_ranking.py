@@ -26,6 +26,7 @@ COUNTER = {
     "POPULAR": "favorite_count",
     "MOST_LIKED": "like_count",
     "MOST_DOWNLOADED": "download_count",
+    "MOST_VIEWED": "view_count",
 }
 
 
@@ -37,6 +38,7 @@ async def set_counter(deps: Deps, model_id: str, counter: str, value: int) -> No
             "like_count": row.like_count,
             "favorite_count": row.favorite_count,
             "download_count": row.download_count,
+            "view_count": row.view_count,
         }
         counts[counter] = value
         popularity = (
@@ -64,7 +66,7 @@ def ids_of(page: dict[str, Any]) -> list[str]:
     return [row_id(edge["node"]["id"]) for edge in page["edges"]]
 
 
-@pytest.mark.parametrize("sort", ["POPULAR", "MOST_LIKED", "MOST_DOWNLOADED"])
+@pytest.mark.parametrize("sort", ["POPULAR", "MOST_LIKED", "MOST_DOWNLOADED", "MOST_VIEWED"])
 async def test_a_walk_sees_each_model_once_while_counts_reorder_the_gallery(
     deps: Deps, sort: str
 ) -> None:
@@ -189,7 +191,7 @@ async def test_a_new_ranking_is_built_only_once_the_newest_is_older_than_the_set
         heard.append(change)
 
     deps.public_changes.listen(listen)
-    for sort in ("POPULAR", "MOST_LIKED", "MOST_DOWNLOADED"):  # one ranking serves them all
+    for sort in ("POPULAR", "MOST_LIKED", "MOST_DOWNLOADED", "MOST_VIEWED"):  # one ranking
         assert version_of((await page_of(deps, sort, None))["pageInfo"]["endCursor"]) == 1
     clock.advance(EVERY - 0.5)
     assert version_of((await page_of(deps, "POPULAR", None))["pageInfo"]["endCursor"]) == 1
@@ -198,7 +200,8 @@ async def test_a_new_ranking_is_built_only_once_the_newest_is_older_than_the_set
     assert version_of((await page_of(deps, "POPULAR", None))["pageInfo"]["endCursor"]) == 2
     assert await versions(deps) == [1, 2]
     # each new ranking is announced, so the cached pages of the counter sorts go
-    assert heard == [PublicChange(orders=("POPULAR", "MOST_LIKED", "MOST_DOWNLOADED"))] * 2
+    orders = ("POPULAR", "MOST_LIKED", "MOST_DOWNLOADED", "MOST_VIEWED")
+    assert heard == [PublicChange(orders=orders)] * 2
 
 
 async def test_concurrent_first_pages_build_one_ranking(deps: Deps, clock: Clock) -> None:
