@@ -164,6 +164,12 @@ class Settings(BaseSettings):
         description="Stages a worker process runs at once on its event loop; its threads "
         "only fetch messages and hand them over.",
     )
+    embedded_workers: bool = Field(
+        default=True,
+        description="With the embedded broker: whether `lumi serve` runs the stages (and the "
+        "sweeper) in its own threads. Off, requests wait in line until a start with it on "
+        "sends their work again (maintenance, or holding the line).",
+    )
     worker_metrics_port: int = Field(
         default=9191, ge=0, le=65535, description="Where `lumi worker` serves /metrics; 0: off."
     )

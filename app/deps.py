@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from app.models.ranking import Rankings
 from app.queue import JobQueue
 from app.ratelimit import MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter, Throttle
+from app.requests.queue_watch import QueueWatch
 from app.requests.stream import Rechecks
 from app.unit import Unit, unit_of_work
 from app.users.service import Viewers
@@ -82,6 +83,8 @@ class Deps:
     public_changes: PublicChanges = field(default_factory=PublicChanges)
     # Answers of public queries, dropped as those changes come (app/models/cache.py).
     response_cache: ResponseCache | None = None
+    # The one ticker of this process's `requestQueue` subscriptions.
+    queue_watch: QueueWatch | None = None
     # Views of public models, written in batches (app/models/views.py); the API's only.
     views: ViewCounter | None = None
     # Downloads in STL and PLY being converted in this process (app/models/conversions.py).
@@ -97,6 +100,8 @@ class Deps:
             await self.views.aclose()
         await self.public_changes.aclose()
         await self.rechecks.aclose()
+        if self.queue_watch is not None:
+            await self.queue_watch.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.http.aclose()
@@ -278,6 +283,7 @@ def build_deps(settings: Settings, *, bus: EventBus, queue: JobQueue) -> Deps:
             per_user=settings.max_subscriptions_per_user,
         ),
         rechecks=Rechecks(db, settings.subscription_recheck_seconds),
+        queue_watch=QueueWatch(db),
         viewers=Viewers(initial_credits=settings.initial_credits),
         rankings=Rankings(
             every=settings.gallery_ranking_seconds, keep=settings.gallery_ranking_keep_seconds

@@ -119,7 +119,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         if isinstance(deps.storage, S3Storage) and settings.s3_create_bucket:
             await deps.storage.ensure_bucket()
         # With the Redis broker, `lumi worker` processes run the stages instead.
-        worker = EmbeddedWorker(broker, deps) if settings.broker == "embedded" else None
+        embedded = settings.broker == "embedded" and settings.embedded_workers
+        worker = EmbeddedWorker(broker, deps) if embedded else None
         if worker is not None:
             worker.start()
         app.state.deps = deps

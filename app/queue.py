@@ -24,6 +24,8 @@ DEFAULT_QUEUE = "default"
 # One queue per request priority; workers take high before default before low.
 QUEUES = ("high", "default", "low")
 PRIORITY = {"high": 0, "default": 10, "low": 20}  # Dramatiq: lower runs first
+# A job's queue on its row (`generation_jobs.queue_rank`): its place in that order.
+QUEUE_RANK = {queue: rank for rank, queue in enumerate(QUEUES)}
 # The longest an idle consumer sleeps between fetches (Dramatiq's default is 1 s). It
 # also bounds how late a delayed message (a 3D poll, a retry) starts: a due message
 # waits for the delay queue's consumer to move it, then for the work queue's to fetch it.

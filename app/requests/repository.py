@@ -395,6 +395,7 @@ async def unclaim_job(session: AsyncSession, job_id: str, attempt: int, *, delay
             status="PENDING",
             attempt=attempt - 1,
             next_attempt_at=now + timedelta(seconds=delay),
+            queued_at=now + timedelta(seconds=delay),  # back in line when it is due
             started_at=None,
             updated_at=now,
         )
@@ -424,6 +425,7 @@ async def retry_job(
         .values(
             status="RETRYING",
             next_attempt_at=at,
+            queued_at=at,  # back in line, at the end, when the retry is due
             error_code=error_code,
             error_message=error_message[:1000],
             vendor_job_id=None,

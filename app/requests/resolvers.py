@@ -34,6 +34,7 @@ from app.requests.types import (
     GenerationRequestConnection,
     GenerationRequestType,
     ProviderType,
+    QueueStatusType,
     RequestEvent,
 )
 from app.tables import RequestEvent as EventRow
@@ -338,6 +339,30 @@ class RequestSubscriptions:
         )
         async for event in _follow(info, spec, after_seq):
             yield event
+
+    @strawberry.subscription(
+        description=(
+            "The request's place in line: its `queuePosition` and estimates at once, then "
+            "each change (at most one a second); ends, after a value with a null position, "
+            "once the request has no job waiting in line. Not events: nothing to resume."
+        ),
+        permission_classes=[IsAuthenticated],
+    )
+    async def request_queue(
+        self, info: Info, id: RequestId
+    ) -> AsyncGenerator[QueueStatusType, None]:
+        viewer = await info.context.require_viewer()
+        service.check_id(id, "id")
+        await _request_state(info, id, viewer.id)  # NOT_FOUND when it is not theirs
+        await info.context.end_reads()  # over HTTP, hold no session for the stream's life
+        watch = info.context.deps.queue_watch
+        assert watch is not None, "build_deps makes the ticker"
+        release = _Slot(info.context, viewer.id)
+        try:
+            async for estimate in watch.follow(id):
+                yield QueueStatusType.of(id, estimate)
+        finally:
+            release()
 
     @strawberry.subscription(
         description=(

@@ -18,7 +18,7 @@ from app.credits import service as credits
 from app.errors import BadUserInput, Forbidden, InsufficientCredits
 from app.metrics import PHASE_DURATION
 from app.models import repository as models
-from app.queue import StageMessage
+from app.queue import DEFAULT_QUEUE, QUEUE_RANK, StageMessage
 from app.requests import repository
 from app.requests.errors import (
     IdempotencyKeyReused,
@@ -266,8 +266,14 @@ def stage_message(
     return StageMessage(stage, args, delay_seconds=delay, queue=request.priority)
 
 
-def _new_job(request_id: str, kind: str, image_id: str | None = None) -> GenerationJob:
-    return GenerationJob(request_id=request_id, kind=kind, image_id=image_id)
+def _new_job(request: GenerationRequest, kind: str, image_id: str | None = None) -> GenerationJob:
+    """A job waiting at the back of its request's priority queue."""
+    return GenerationJob(
+        request_id=request.id,
+        kind=kind,
+        image_id=image_id,
+        queue_rank=QUEUE_RANK.get(request.priority, QUEUE_RANK[DEFAULT_QUEUE]),
+    )
 
 
 async def create_request(
@@ -314,7 +320,7 @@ async def create_request(
     unit.session.add(request)
     await unit.session.flush()  # the job, the event and the ledger refer to the request row
     await _pay(unit, user, request, policy, images=new.image_count, model=new.auto_model)
-    job = _new_job(request.id, "PROMPT")
+    job = _new_job(request, "PROMPT")
     unit.session.add_all([job, *_image_slots(request)])
     _append_event(unit, request, state, message="request received")
     unit.messages.append(stage_message(request, Stage.OPTIMIZE_PROMPT, job.id))
@@ -421,7 +427,7 @@ async def begin_images(unit: Unit, request: GenerationRequest, prompts: list[str
             image.prompt = variants.get(index, image.prompt)
         unit.session.add_all(slots.values())
     for _, image in sorted(slots.items()):
-        job = _new_job(request.id, "IMAGE", image.id)
+        job = _new_job(request, "IMAGE", image.id)
         unit.session.add(job)
         unit.messages.append(stage_message(request, Stage.GENERATE_IMAGE, job.id))
     # After the statements above: set earlier, autoflush would write the request twice.
@@ -503,7 +509,7 @@ async def start_model_phase(
         await _pay(unit, user, request, policy, model=owed < 1)
     request.selected_image_id = image.id
     request.error_code = request.error_message = None
-    job = _new_job(request.id, "MODEL", image.id)
+    job = _new_job(request, "MODEL", image.id)
     unit.session.add(job)
     await transition(
         unit,
@@ -590,7 +596,7 @@ async def retry_request(
         await _pay(
             unit, user, request, policy, images=request.image_count, model=request.auto_model
         )
-        job = _new_job(request.id, "PROMPT")
+        job = _new_job(request, "PROMPT")
         unit.session.add(job)
         request.error_code = request.error_message = None
         await transition(unit, request, Status.IMAGE_PENDING, step="retrying")
@@ -605,7 +611,7 @@ async def retry_request(
         request.images_failed -= len(failed)
         for image in failed:
             image.status = "PENDING"
-            job = _new_job(request.id, "IMAGE", image.id)
+            job = _new_job(request, "IMAGE", image.id)
             unit.session.add(job)
             unit.messages.append(stage_message(request, Stage.GENERATE_IMAGE, job.id))
         await transition(

@@ -23,6 +23,7 @@ from app.requests.enums import (
     RequestStatus,
 )
 from app.requests.loaders import RequestLoaders
+from app.requests.queue_position import QueueEstimate
 from app.tables import GeneratedImage, GenerationJob, GenerationRequest
 from app.tables import RequestEvent as EventRow
 
@@ -148,6 +149,35 @@ class GenerationJobType(Node):
     def provider(self) -> str | None:
         return self.row.provider
 
+    @strawberry.field(description="When its latest attempt started (UTC); null before one did.")
+    def started_at(self) -> datetime | None:
+        return self.row.started_at
+
+    @strawberry.field(description="When it ended (UTC); null while it is not over.")
+    def finished_at(self) -> datetime | None:
+        return self.row.finished_at
+
+    @strawberry.field(
+        description="Jobs ahead of this one in line (its queue, and the higher-priority "
+        "queues, which run first); 0 is next. Null when it does not wait (running, done, or "
+        "a retry not due yet)."
+    )
+    async def queue_position(self, info: Info) -> int | None:
+        return (await RequestLoaders.of(info).queue_by_job.load(self.row)).position
+
+    @strawberry.field(
+        description="When this waiting job should start (UTC), from measured stage "
+        "durations; null when it does not wait or nothing has been measured yet."
+    )
+    async def estimated_start_at(self, info: Info) -> datetime | None:
+        return (await RequestLoaders.of(info).queue_by_job.load(self.row)).start
+
+    @strawberry.field(
+        description="When this waiting job should be done (UTC); null as `estimatedStartAt`."
+    )
+    async def estimated_completion_at(self, info: Info) -> datetime | None:
+        return (await RequestLoaders.of(info).queue_by_job.load(self.row)).completion
+
     @strawberry.field(description="When it was created (UTC).")
     def created_at(self) -> datetime:
         return self.row.created_at
@@ -265,6 +295,27 @@ class GenerationRequestType(Node):
         rows = await RequestLoaders.of(info).images_by_request.load(self.row.id)
         return [GeneratedImageType(row=row) for row in rows]
 
+    @strawberry.field(
+        description="Jobs ahead of its next waiting job in line (its queue, and the "
+        "higher-priority queues, which run first); 0 is next. Null when it does not wait."
+    )
+    async def queue_position(self, info: Info) -> int | None:
+        return (await RequestLoaders.of(info).queue_by_request.load(self.row.id)).position
+
+    @strawberry.field(
+        description="When its next waiting job should start (UTC), from measured stage "
+        "durations; null when it does not wait or nothing has been measured yet."
+    )
+    async def estimated_start_at(self, info: Info) -> datetime | None:
+        return (await RequestLoaders.of(info).queue_by_request.load(self.row.id)).start
+
+    @strawberry.field(
+        description="When the last of its waiting jobs should be done (UTC); null as "
+        "`estimatedStartAt`."
+    )
+    async def estimated_completion_at(self, info: Info) -> datetime | None:
+        return (await RequestLoaders.of(info).queue_by_request.load(self.row.id)).completion
+
     @strawberry.field(description="Its units of provider work, oldest first, retries included.")
     async def jobs(self, info: Info) -> list[GenerationJobType]:
         rows = await RequestLoaders.of(info).jobs_by_request.load(self.row.id)
@@ -285,6 +336,34 @@ async def _owned(info: Info, request_ids: Sequence[str | None]) -> list[bool]:
     requests = await RequestLoaders.of(info).request_by_id.load_many(wanted)
     mine = {r.id for r in requests if r is not None and r.user_id == viewer.id}
     return [i in mine for i in request_ids]
+
+
+@strawberry.type(
+    name="QueueStatus",
+    description="A request's place in line, as `requestQueue` pushes it: all null once it "
+    "no longer waits.",
+)
+class QueueStatusType:
+    request_id: strawberry.ID = strawberry.field(description="Global id of the request.")
+    queue_position: int | None = strawberry.field(
+        description="Jobs ahead of its next waiting job in line; 0 is next; null when it "
+        "no longer waits."
+    )
+    estimated_start_at: datetime | None = strawberry.field(
+        description="When its next waiting job should start (UTC); null when unknown."
+    )
+    estimated_completion_at: datetime | None = strawberry.field(
+        description="When the last of its waiting jobs should be done (UTC); null when unknown."
+    )
+
+    @classmethod
+    def of(cls, request_id: str, estimate: QueueEstimate) -> QueueStatusType:
+        return cls(
+            request_id=global_id("GenerationRequest", request_id),
+            queue_position=estimate.position,
+            estimated_start_at=estimate.start,
+            estimated_completion_at=estimate.completion,
+        )
 
 
 @strawberry.type(name="GenerationRequestConnection", description="A page of requests.")

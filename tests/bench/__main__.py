@@ -28,6 +28,7 @@ BENCHMARKS = {
     "gallery": "tests.bench.gallery",
     "pipeline": "tests.bench.pipeline",
     "slow_vendors": "tests.bench.slow_vendors",
+    "queue_position": "tests.bench.queue_position",
 }
 LABELS = {name: f"{i} {name.replace('_', ' ')}" for i, name in enumerate(BENCHMARKS, 1)}
 

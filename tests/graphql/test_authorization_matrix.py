@@ -351,6 +351,16 @@ MATRIX: dict[str, tuple[Case, ...]] = {
             subscription=True,
         ),
     ),
+    "requestQueue": (
+        Case(
+            "subscription S($id: ID!) { requestQueue(id: $id) { requestId queuePosition } }",
+            "done",  # a finished request: its one value (not waiting), then the end
+            UNAUTHENTICATED,
+            OK,
+            NOT_FOUND,
+            subscription=True,
+        ),
+    ),
     "myRequestUpdates": (
         Case(
             f"subscription {{ myRequestUpdates(afterSeq: 0) {{ {EVENT} }} }}",
