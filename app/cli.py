@@ -189,6 +189,7 @@ def _orphans(settings: Settings, args: argparse.Namespace) -> int:
     async def sweep(deps: Deps) -> list[StoredObject]:
         orphans = await maintenance.find_orphans(deps.storage, deps.db, grace=grace)
         if not args.dry_run:
+            await maintenance.delete_expired_uploads(deps.db)  # their files are in `orphans`
             await maintenance.delete_orphans(deps.storage, orphans)
         return orphans
 

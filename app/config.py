@@ -125,6 +125,29 @@ class Settings(BaseSettings):
     )
     file_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+    # A user's own image (README: "Your own image to 3D"): refused past either limit.
+    upload_max_bytes: int = Field(
+        default=20_000_000,
+        ge=1024,
+        le=1_000_000_000,
+        description="The largest image file a user may upload, in bytes.",
+    )
+    upload_max_pixels: int = Field(
+        default=25_000_000,
+        ge=1024,
+        le=89_000_000,  # Pillow's own decompression-bomb threshold
+        description="The most pixels (width x height) an uploaded image may have; "
+        "checked from its header, before it is decoded.",
+    )
+    upload_url_ttl_seconds: int = Field(
+        default=900, ge=10, le=24 * 3600, description="How long a presigned upload is open."
+    )
+    upload_ttl_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="An upload not used by a request within this long is deleted.",
+    )
     # Each snapshot holds a row per public model and counter sort, and the versions of
     # the last `keep` seconds stay: about 3 x public models x keep / ranking rows.
     gallery_ranking_seconds: float = Field(

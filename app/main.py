@@ -35,6 +35,7 @@ from app.queue import WORKER_TIMEOUT_MS, DramatiqQueue, build_broker
 from app.routes import routes
 from app.schema import build_schema
 from app.tables import utcnow
+from app.uploads.routes import UPLOAD_FORM_OVERHEAD
 from app.web.assets import Assets
 from app.web.studio import STUDIO_ASSETS, studio_routes
 from providers.s3 import S3Storage
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         allowed_origins=settings.cors_origin_list,
         allow_queries_via_get=True,  # never mutations: see app/graphql/http.py
+        multipart_uploads_enabled=True,  # uploadImage (app/uploads/resolvers.py)
         subscription_protocols=SUBSCRIPTION_PROTOCOLS,  # websockets, SSE, multipart
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
         keep_alive=settings.ws_ping_interval_seconds > 0,  # legacy graphql-ws: "ka"
@@ -169,7 +171,12 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     return Starlette(
         middleware=[
             Middleware(RequestContext),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                # an uploaded image, and the form's other parts (app/uploads)
+                multipart_max_bytes=settings.upload_max_bytes + UPLOAD_FORM_OVERHEAD,
+            ),
             *_cors(settings),
         ],
         routes=[

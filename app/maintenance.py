@@ -17,23 +17,34 @@ from app.db import Database
 from app.models import repository as models
 from app.requests import repository as requests
 from app.tables import utcnow
+from app.uploads import repository as uploads
 from providers.s3 import S3Storage
 from providers.storage import Storage, StoredObject
 
 # The folders the gateway stores under (workers/image.py and workers/model.py: images/, models/ and
-# previews/; requests/ for files stored before 2026-12-01). Nothing else in the store
+# previews/; requests/ for files stored before 2026-12-01; app/uploads: uploads/ for
+# checked images, incoming/ for presigned uploads in quarantine). Nothing else in the store
 # is ours to judge: a bucket may be shared.
-FOLDERS = ("images", "models", "previews", "requests")
+FOLDERS = ("images", "models", "previews", "requests", "uploads", "incoming")
 # A scheme and a host (and port), as a browser sends it in `Origin`; S3 allows one `*`.
 _ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
 
 
-async def referenced_keys(db: Database) -> set[str]:
-    """Every storage key a row refers to: images, and models' files and previews."""
+async def referenced_keys(db: Database, now: datetime | None = None) -> set[str]:
+    """Every storage key a row refers to: images, models' files and previews, and the
+    uploads not expired yet (an expired one's file is an orphan: nobody may use it)."""
     async with db.read() as session:
         keys = {key async for key in requests.stored_image_keys(session)}
         keys.update([key async for key in models.stored_keys(session)])
+        keys.update([key async for key in uploads.live_keys(session, now or utcnow())])
     return keys
+
+
+async def delete_expired_uploads(db: Database, now: datetime | None = None) -> int:
+    """Deletes the rows of uploads no request used in time (LUMI_UPLOAD_TTL_SECONDS);
+    their files are orphans from then on. How many went."""
+    async with db.write() as session:
+        return await uploads.delete_expired(session, now or utcnow())
 
 
 async def find_orphans(
@@ -47,7 +58,7 @@ async def find_orphans(
     referenced in what was read or never will be.
     """
     cutoff = (now or utcnow()) - grace
-    referenced = await referenced_keys(db)
+    referenced = await referenced_keys(db, now)
     orphans = []
     for folder in FOLDERS:
         async for stored in storage.objects(folder):

@@ -172,11 +172,15 @@ def _route(scope: Scope) -> str:
 
 class BodyLimit:
     """ASGI middleware: a request body larger than `max_bytes` answers 413, whether it
-    announces its length or streams it, before anything parses it."""
+    announces its length or streams it, before anything parses it. A multipart/form-data
+    body (an uploaded image: app/uploads) may be as large as `multipart_max_bytes`."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, multipart_max_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.multipart_max_bytes = max(multipart_max_bytes or max_bytes, max_bytes)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
@@ -185,9 +189,12 @@ class BodyLimit:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
+        limit = self.max_bytes
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+            limit = self.multipart_max_bytes
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
             return
         seen = 0
         started = False
@@ -197,7 +204,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge()
             return message
 
@@ -211,7 +218,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _too_large(send, self.max_bytes)
+                await _too_large(send, limit)
 
 
 class _TooLarge(Exception):

@@ -1,4 +1,4 @@
-"""Plain HTTP routes beside GraphQL: health and signed file downloads."""
+"""Plain HTTP routes beside GraphQL: health, signed file downloads and uploads."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import health
 from app.metrics import API_REGISTRY, JOBS, QUEUE_DEPTH
 from app.requests.repository import jobs_by_status
+from app.uploads.routes import upload_form
 from providers.storage import InvalidKey, LocalStorage
 
 
@@ -103,4 +104,5 @@ routes = [
     Route("/health/detailed", health_detailed, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/files/{key:path}", files, methods=["GET", "HEAD"], middleware=[Middleware(NoSniff)]),
+    Route("/uploads", upload_form, methods=["POST"]),  # local presigned uploads
 ]

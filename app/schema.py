@@ -18,6 +18,7 @@ from app.requests.resolvers import (
     RequestQueries,
     RequestSubscriptions,
 )
+from app.uploads.resolvers import UploadMutations
 from app.users.resolvers import UserMutations, UserQueries
 
 
@@ -27,7 +28,7 @@ class Query(NodeQueries, RequestQueries, ModelQueries, ProviderQueries, UserQuer
 
 
 @strawberry.type
-class Mutation(RequestMutations, ModelMutations, UserMutations):
+class Mutation(RequestMutations, ModelMutations, UserMutations, UploadMutations):
     pass
 
 

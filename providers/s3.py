@@ -20,7 +20,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from providers.storage import StoredObject, check_key, is_key
+from providers.storage import PresignedPost, StoredObject, check_key, is_key
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 # Response headers a page's script may read: the size (progress), type and file name.
@@ -138,6 +138,23 @@ class S3Storage:
         return str(
             self._signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
         )
+
+    def presigned_post(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int
+    ) -> PresignedPost:
+        """S3's browser upload form: the exact key and type, at most `max_bytes` (the
+        store itself refuses more: `content-length-range`)."""
+        post = self._signer.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", 1, max_bytes],
+            ],
+            ExpiresIn=expires_in,
+        )
+        return PresignedPost(str(post["url"]), {k: str(v) for k, v in post["fields"].items()})
 
     async def ping(self) -> None:
         s3 = await self._s3()

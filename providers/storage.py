@@ -17,10 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote, urlencode
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+# What a local presigned POST signs, in order (none of them may hold a newline).
+_FORM_FIELDS = ("key", "Content-Type", "x-lumi-max-bytes", "x-lumi-expires")
 
 
 class InvalidKey(ValueError):
@@ -53,6 +55,25 @@ class StoredObject:
     key: str
     modified: datetime  # UTC: when it was last written
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPost:
+    """An HTML form's worth of upload: POST `fields`, then the file as `file` (last), as
+    multipart/form-data to `url`. S3's presigned POST, and local storage's own."""
+
+    url: str  # relative to the gateway for local storage
+    fields: dict[str, str]
+
+
+@runtime_checkable
+class AcceptsUploads(Protocol):
+    def presigned_post(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int
+    ) -> PresignedPost:
+        """A form that stores one file of at most `max_bytes` at exactly `key`, until
+        `expires_in` seconds from now."""
+        ...
 
 
 class Storage(Protocol):
@@ -88,10 +109,18 @@ class Storage(Protocol):
 class LocalStorage:
     """Files under `root`; URLs are `/files/<key>?expires=..&signature=..` (HMAC-SHA256)."""
 
-    def __init__(self, root: Path, *, secret: bytes, url_prefix: str = "/files") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        secret: bytes,
+        url_prefix: str = "/files",
+        upload_url: str = "/uploads",
+    ) -> None:
         self.root = root.resolve()
         self._secret = secret
         self._prefix = url_prefix.rstrip("/")
+        self._upload_url = upload_url
 
     def path_for(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -181,6 +210,41 @@ class LocalStorage:
         if deadline < time.time():
             return False
         return hmac.compare_digest(self._sign(key, deadline), signature)
+
+    def presigned_post(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int
+    ) -> PresignedPost:
+        """The gateway's own presigned POST (`POST /uploads`, app/routes.py): the same
+        form as S3's, signed with HMAC-SHA256 over everything it allows."""
+        expires = str(int(time.time()) + expires_in)
+        fields = {
+            "key": check_key(key),
+            "Content-Type": content_type,
+            "x-lumi-max-bytes": str(max_bytes),
+            "x-lumi-expires": expires,
+        }
+        fields["x-lumi-signature"] = self._sign_form(fields)
+        return PresignedPost(self._upload_url, fields)
+
+    def verify_post(self, fields: dict[str, str]) -> tuple[str, str, int] | None:
+        """(key, content type, max bytes) of an unexpired form this storage signed."""
+        try:
+            signed = {name: fields[name] for name in _FORM_FIELDS}
+            deadline, max_bytes = int(signed["x-lumi-expires"]), int(signed["x-lumi-max-bytes"])
+            signature = fields["x-lumi-signature"]
+        except (KeyError, ValueError):
+            return None
+        if any("\n" in value for value in signed.values()):
+            return None
+        if deadline < time.time() or not is_key(signed["key"]):
+            return None
+        if not hmac.compare_digest(self._sign_form(signed), signature):
+            return None
+        return signed["key"], signed["Content-Type"], max_bytes
+
+    def _sign_form(self, fields: dict[str, str]) -> str:
+        message = "upload\n" + "\n".join(fields[name] for name in _FORM_FIELDS)
+        return hmac.new(self._secret, message.encode(), hashlib.sha256).hexdigest()
 
     def _sign(self, key: str, expires: int) -> str:
         message = f"{key}\n{expires}".encode()

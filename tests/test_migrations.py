@@ -84,6 +84,7 @@ BINARY_KEYS = {
     "generated_images.storage_key",
     "models.file_key",
     "models.preview_key",
+    "uploaded_images.storage_key",
 }
 
 
@@ -126,7 +127,10 @@ def test_the_downgrade_from_0006_restores_the_default_collation_on_mariadb() -> 
         try:
             with engine.connect() as connection:
                 _, found = collations(connection)
-                assert {name: found[name] for name in BINARY_KEYS} == dict.fromkeys(BINARY_KEYS)
+                # Only the columns of 0006's time: a later table does not exist at 0005.
+                at_0005 = BINARY_KEYS & found.keys()
+                assert at_0005 == BINARY_KEYS - {"uploaded_images.storage_key"}
+                assert {name: found[name] for name in at_0005} == dict.fromkeys(at_0005)
                 connection.rollback()
                 upgrade(url)
                 _, found = collations(connection)

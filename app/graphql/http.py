@@ -10,6 +10,9 @@ GraphQL-over-HTTP specification.
 - Persisted queries (`persisted.py`), over GET and POST.
 - The response cache (`app/models/cache.py`) answers public queries before anything else runs.
 - Every refused request is a JSON GraphQL response with `extensions.code`.
+- multipart/form-data POSTs: the GraphQL multipart request specification (`uploadImage`),
+  each of its operations checked and run as a JSON POST's would be; only with a header
+  that needs a CORS preflight (`_check_preflighted`), so no other site can send one.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
             context = scope.get(_CONTEXT)
             if context is not None:  # its connection goes back before the answer is sent
                 await context.end_reads()
+            await request.close()  # a multipart body's spooled files (uploadImage)
         await response(scope, receive, send)
 
     async def _cached(self, request: Request, media_type: str) -> Response | None:
@@ -145,6 +149,7 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        _check_preflighted(request)
         data = await super().parse_http_body(request)
         for item in data if isinstance(data, list) else [data]:
             _check_parameters(item)
@@ -288,6 +293,25 @@ class GraphQLApp(HTTPSubscriptions, GraphQL[Context, None]):
         except LumiError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
         return None
+
+
+# Headers a browser sends cross-site only after a CORS preflight the origin must pass
+# (`Authorization` carries the bearer token; the others are what Apollo's clients send).
+_PREFLIGHTED = ("authorization", "apollo-require-preflight", "x-apollo-operation-name")
+
+
+def _check_preflighted(request: AsyncHTTPRequestAdapter) -> None:
+    """A multipart/form-data POST is a "simple" request: any page may make a browser send
+    one cross-site without asking. It must carry a header that needs a preflight, so
+    only the origins LUMI_CORS_ORIGINS lists can (CSRF; Apollo Server does the same)."""
+    if not (request.content_type or "").lower().startswith("multipart/"):
+        return
+    if not any(request.headers.get(name) for name in _PREFLIGHTED):
+        raise RequestRefused(
+            "a multipart request must carry an Authorization header (or "
+            "Apollo-Require-Preflight): without one, any web page could send it",
+            status=400,
+        )
 
 
 def _check_parameters(data: GraphQLRequestData) -> None:

@@ -38,6 +38,8 @@ from app.requests.types import (
     RequestEvent,
 )
 from app.tables import RequestEvent as EventRow
+from app.uploads import service as uploads
+from app.uploads.resolvers import upload_row_id
 from app.users import repository as users
 
 RequestId = Annotated[
@@ -215,6 +217,21 @@ class ProviderQueries:
         return found
 
 
+async def _ready_upload(info: Info, source_image: str, idempotency_key: str | None) -> str:
+    """The row id of the viewer's upload, READY (a PENDING one's file checked now). With
+    an idempotency key a used upload is no error yet: the repeat of the request that used
+    it answers with that request (service.create_from_upload)."""
+    viewer = await info.context.require_viewer()
+    upload_id = upload_row_id(source_image, "sourceImage")
+    await info.context.end_reads()
+    try:
+        await uploads.ready(info.context.deps, viewer, upload_id)
+    except uploads.UploadNotFound:
+        if idempotency_key is None:
+            raise
+    return upload_id
+
+
 @strawberry.type
 class RequestMutations:
     @strawberry.mutation(
@@ -228,8 +245,10 @@ class RequestMutations:
     ) -> GenerationRequestType:
         viewer = await info.context.require_viewer()
         deps = info.context.deps
+        if input.prompt is None and input.source_image is None:
+            raise BadUserInput("prompt is required (or a sourceImage)", field="prompt")
         new = service.NewRequest(
-            prompt=input.prompt,
+            prompt=input.prompt or "",
             image_count=input.image_count,
             optimize_prompt=input.optimize_prompt,
             auto_model=input.auto_model,
@@ -240,8 +259,14 @@ class RequestMutations:
             model_provider=input.model_provider,
             model_format=input.model_format.value,
         )
+        upload_id = None
+        if input.source_image is not None:  # checked (decoded) before the transaction
+            upload_id = await _ready_upload(info, input.source_image, new.idempotency_key)
         async with info.context.unit() as unit:
-            row = await service.create_request(unit, viewer, new, _policy(info))
+            if upload_id is not None:
+                row = await service.create_from_upload(unit, viewer, new, upload_id, _policy(info))
+            else:
+                row = await service.create_request(unit, viewer, new, _policy(info))
         return GenerationRequestType(row=row)
 
     @strawberry.mutation(

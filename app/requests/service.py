@@ -39,6 +39,8 @@ from app.tables import (
     utcnow,
 )
 from app.unit import Unit
+from app.uploads import repository as uploads
+from app.uploads.service import UploadNotFound
 from app.users import repository as users
 
 MAX_PROMPT = 2000
@@ -679,3 +681,118 @@ async def _cancel_vendor_jobs(unit: Unit, request: GenerationRequest) -> None:
         if job.kind == "MODEL" and job.status == "CANCELLED" and job.vendor_job_id:
             args = (job.id, job.attempt, job.provider, job.vendor_job_id)
             unit.messages.append(stage_message(request, Stage.CANCEL_MODEL, *args))
+
+
+# A request made from the user's own image: its one image "came from" here, so the API
+# shows where it came from, and retries never send it to an image vendor.
+UPLOAD_PROVIDER = "upload"
+
+
+async def create_from_upload(
+    unit: Unit, viewer: Viewer, new: NewRequest, upload_id: str, policy: Policy = Policy()
+) -> GenerationRequest:
+    """A request whose one image is the viewer's READY upload: straight to the 3D phase,
+    as if that image had been generated and selected. Pays for the model only; the
+    upload is used up (its row goes, its file becomes the image's).
+
+    NOT_FOUND when the upload is not the viewer's, not READY, expired or used, unless the
+    idempotency key names the request that used it."""
+    prompt = new.prompt.strip()
+    if len(prompt) > MAX_PROMPT:
+        raise BadUserInput(f"prompt must be at most {MAX_PROMPT} characters", field="prompt")
+    new = validate(
+        replace(
+            new,
+            prompt=prompt or "-",  # checked below with the upload's name
+            image_count=1,
+            optimize_prompt=False,
+            auto_model=True,
+            image_provider=None,
+        )
+    )
+    policy.check_providers(new)
+    if new.priority == "high" and viewer.role not in policy.high_priority_roles:
+        raise Forbidden("priority high is reserved to some roles", field="priority")
+    user = await users.get(unit.session, viewer.id, for_update=True)
+    assert user is not None, "a viewer is a user"
+    if new.idempotency_key is not None:
+        earlier = await repository.by_idempotency_key(unit.session, viewer.id, new.idempotency_key)
+        if earlier is not None:
+            options = (new.priority, new.model_provider, new.model_format)
+            same = (earlier.priority, earlier.model_provider, earlier.model_format) == options
+            from_upload = earlier.image_provider == UPLOAD_PROVIDER
+            if not (same and from_upload) or (prompt and earlier.prompt != prompt):
+                raise IdempotencyKeyReused()
+            return earlier
+    upload = await uploads.get_owned(unit.session, upload_id, viewer.id, for_update=True)
+    if upload is None or upload.status != "READY" or upload.expires_at < utcnow():
+        raise UploadNotFound()
+    named = replace(new, prompt=prompt or _named(upload.filename))
+    request = _request_from_upload(viewer, named, upload.width or 0, upload.height or 0)
+    unit.session.add(request)
+    await unit.session.flush()  # the image, the job, the event and the ledger refer to it
+    await _pay(unit, user, request, policy, model=True)
+    image = GeneratedImage(
+        request_id=request.id,
+        index=0,
+        prompt=request.prompt,
+        seed=image_seed(request.id, 0),
+        status="COMPLETED",
+        storage_key=upload.storage_key,
+        width=upload.width,
+        height=upload.height,
+        content_type=upload.content_type,
+        provider=UPLOAD_PROVIDER,
+    )
+    request.selected_image_id = image.id
+    job = _new_job(request, "MODEL", image.id)
+    unit.session.add_all([image, job])
+    await uploads.remove(unit.session, upload.id)
+    _append_event(
+        unit,
+        request,
+        state_of(request),
+        message="request received with your image",
+        image_id=image.id,
+    )
+    unit.messages.append(stage_message(request, Stage.START_MODEL, job.id))
+    return request
+
+
+def _named(filename: str | None) -> str:
+    """A model's default name from its image's file name: `red chair.jpg`: red chair."""
+    stem = filename.rsplit(".", 1)[0].strip() if filename else ""
+    return stem[:MAX_PROMPT] or "Your image"
+
+
+def _request_from_upload(
+    viewer: Viewer, new: NewRequest, width: int, height: int
+) -> GenerationRequest:
+    """The request in the 3D phase from its first event: no image phase happens."""
+    state = replace(
+        initial_state(auto_model=True),
+        status=Status.MODEL_PENDING,
+        phase=Phase.MODEL_GENERATION,
+        step="your image received; waiting for a 3D worker",
+        progress=PROGRESS_IMAGES_END,
+    )
+    return GenerationRequest(
+        user_id=viewer.id,
+        prompt=new.prompt,
+        image_count=1,
+        images_completed=1,
+        image_width=width,
+        image_height=height,
+        optimize_prompt=False,
+        auto_model=True,
+        status=state.status,
+        phase=state.phase,
+        step=state.step,
+        progress=state.progress,
+        seq=state.seq,
+        idempotency_key=new.idempotency_key,
+        priority=new.priority,
+        image_provider=UPLOAD_PROVIDER,
+        model_provider=new.model_provider,
+        model_format=new.model_format,
+    )

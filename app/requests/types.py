@@ -445,7 +445,19 @@ class RequestEvent:
 
 @strawberry.input(description="What to generate.")
 class CreateRequestInput:
-    prompt: str = strawberry.field(description="What to make, 1-2000 characters.")
+    prompt: str | None = strawberry.field(
+        default=None,
+        description="What to make, 1-2000 characters. Optional with `sourceImage` (then it "
+        "names the model; by default the file's name does).",
+    )
+    source_image: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A READY or PENDING `UploadedImage` of yours (its global id): no prompt "
+        "optimization and no image generation, the upload is the request's one image and "
+        "the 3D phase starts at once; only the model is paid for. `imageCount`, "
+        "`optimizePrompt`, `autoModel` and `imageProvider` do not apply. The upload is used "
+        "up; someone else's, expired or used is NOT_FOUND, a bad file BAD_USER_INPUT.",
+    )
     image_count: int = strawberry.field(default=4, description="Candidate images, 1-4.")
     optimize_prompt: bool = strawberry.field(
         default=True, description="Let an LLM write one prompt variant per image."

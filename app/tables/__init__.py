@@ -11,6 +11,7 @@ from app.tables.generation_request import GenerationRequest
 from app.tables.model import Model
 from app.tables.model_interaction import ModelInteraction
 from app.tables.request_event import RequestEvent
+from app.tables.uploaded_image import UploadedImage
 from app.tables.user import User
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Model",
     "ModelInteraction",
     "RequestEvent",
+    "UploadedImage",
     "User",
     "metadata",
     "new_id",

@@ -60,7 +60,9 @@ IDS = st.one_of(  # half real, half junk: strings and integers (ID takes both)
         st.integers(min_value=-(2**31), max_value=2**31 - 1).map(nodes.Int),
     ),
 )
-SCALARS = {"ID": IDS}  # DateTime is output only; no other custom scalar takes input
+# DateTime is output only. An Upload is a file part of a multipart request (the GraphQL
+# multipart request specification): a JSON body can only leave it null.
+SCALARS = {"ID": IDS, "Upload": st.just(nodes.Null)}
 # Mostly the owner of the real ids, so resolvers run past authentication.
 CALLERS = st.sampled_from(["owner", "owner", "owner", "stranger", "anonymous", "forged"])
 

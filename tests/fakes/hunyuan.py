@@ -21,7 +21,8 @@ Tests script the outcomes of the next submissions over HTTP (`/_fake/script`, on
 outcome per accepted submission, `repeat` keeps the last): `error` (a Tencent error
 code answered at once, with `message`), `status` (an HTTP status from the gateway in
 front), `delay`, `job: "FAIL"` (the job fails with `error`/`message`), `run_seconds`.
-`GET /_fake/calls` logs every call; `GET /_fake/stats` reports `max_concurrent_seen`.
+`GET /_fake/calls` logs every call (a submission with the SHA-256 of its image);
+`GET /_fake/stats` reports `max_concurrent_seen`.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class FakeHunyuan:
             self.count_rate(action, time.monotonic())
             payload = self.parse(body)
             if action == SUBMIT:
+                call["image_sha256"] = _digest_of(payload.get("ImageBase64"))
                 outcome = self.next_outcome()
                 if outcome.get("delay"):
                     await asyncio.sleep(float(outcome["delay"]))
@@ -397,6 +399,14 @@ class FakeHunyuan:
         self.busiest_second.clear()
         self.rate_limited.clear()
         return JSONResponse({})
+
+
+def _digest_of(encoded: Any) -> str | None:
+    """SHA-256 of a submitted image, for tests to tell which image was sent."""
+    try:
+        return hashlib.sha256(base64.b64decode(str(encoded), validate=True)).hexdigest()
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _prompt_image(prompt: str) -> bytes:
