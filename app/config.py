@@ -471,6 +471,40 @@ class Settings(BaseSettings):
     # bus is connected (a safety net for a lost publish); every 2 s while it is not.
     subscription_recheck_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    # Webhooks (see README, "Webhooks").
+    webhook_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated networks webhook URLs may reach although they are not "
+        "public (loopback, private, link-local...), e.g. 10.1.2.0/24; empty: public only.",
+    )
+    webhook_allow_http: bool | None = Field(
+        default=None,
+        description="Whether webhook URLs may be plain http://; null: yes in development, "
+        "no in production (https only).",
+    )
+    webhook_retry_seconds: str = Field(
+        default="5,300,1800,7200,18000,36000,36000",
+        description="Delays in seconds between a delivery's attempts after the first (which "
+        "is immediate), each with +-10% jitter; after the last one fails it is FAILED.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="How long one webhook call may take."
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each process looks for new events and due webhook deliveries.",
+    )
+    webhook_secret_grace_seconds: float = Field(
+        default=86400,
+        ge=0,
+        description="How long a rotated webhook secret still signs (beside the new one).",
+    )
+    webhook_batch: int = Field(
+        default=50, ge=1, le=1000, description="Webhook deliveries one process sends per round."
+    )
+
     production_allow: str = Field(
         default="",
         description=(
@@ -478,6 +512,39 @@ class Settings(BaseSettings):
             "dev-secret, sqlite, embedded-broker, embedded-bus, local-storage."
         ),
     )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks_are_networks(cls, value: str) -> str:
+        for entry in _comma_list(value):
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(f"LUMI_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        return value
+
+    @field_validator("webhook_retry_seconds")
+    @classmethod
+    def _webhook_retries_are_delays(cls, value: str) -> str:
+        try:
+            delays = [float(entry) for entry in _comma_list(value)]
+        except ValueError:
+            raise ValueError(
+                "LUMI_WEBHOOK_RETRY_SECONDS: a comma-separated list of seconds"
+            ) from None
+        if any(delay < 0 for delay in delays):
+            raise ValueError("LUMI_WEBHOOK_RETRY_SECONDS: delays cannot be negative")
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> list[float]:
+        return [float(entry) for entry in _comma_list(self.webhook_retry_seconds)]
+
+    @property
+    def webhook_http_allowed(self) -> bool:
+        if self.webhook_allow_http is None:
+            return self.env != "production"
+        return self.webhook_allow_http
 
     @field_validator("trusted_proxies")
     @classmethod

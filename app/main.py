@@ -51,6 +51,7 @@ class EmbeddedWorker:
         from workers.poller import Poller
         from workers.runtime import WorkerRuntime
         from workers.sweeper import Sweeper
+        from workers.webhooks import WebhookCourier
 
         # The in-process bus is shared with the API: that is how events reach it. A Redis
         # bus is not: its connections belong to the API's loop (used from the worker's,
@@ -65,6 +66,7 @@ class EmbeddedWorker:
         # process that held it: the first sweep picks it all up again.
         self.sweeper = Sweeper(self.runtime, orphaned_before=utcnow())
         self.poller = Poller(self.runtime)  # the 3D polls of this process
+        self.webhooks = WebhookCourier(self.runtime)  # this process's webhook deliveries
 
     def start(self) -> None:
         self.worker.start()
@@ -72,8 +74,10 @@ class EmbeddedWorker:
         assert loop_thread is not None, "the AsyncIO middleware starts it with the worker"
         self.sweeper.start(loop_thread.loop)
         self.poller.start(loop_thread.loop)
+        self.webhooks.start(loop_thread.loop)
 
     def stop(self) -> None:
+        self.webhooks.stop()
         self.poller.stop()
         self.sweeper.stop()
         loop_thread = get_event_loop_thread()

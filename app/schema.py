@@ -20,15 +20,18 @@ from app.requests.resolvers import (
 )
 from app.uploads.resolvers import UploadMutations
 from app.users.resolvers import UserMutations, UserQueries
+from app.webhooks.resolvers import WebhookMutations, WebhookQueries
 
 
 @strawberry.type
-class Query(NodeQueries, RequestQueries, ModelQueries, ProviderQueries, UserQueries):
+class Query(
+    NodeQueries, RequestQueries, ModelQueries, ProviderQueries, UserQueries, WebhookQueries
+):
     pass
 
 
 @strawberry.type
-class Mutation(RequestMutations, ModelMutations, UserMutations, UploadMutations):
+class Mutation(RequestMutations, ModelMutations, UserMutations, WebhookMutations, UploadMutations):
     pass
 
 

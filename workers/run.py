@@ -21,6 +21,7 @@ from workers.poller import Poller
 from workers.runtime import WorkerRuntime
 from workers.sweeper import Sweeper
 from workers.watchdog import ConsumerWatchdog
+from workers.webhooks import WebhookCourier
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,13 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     sweeper.start(loop_thread.loop)
     poller = Poller(runtime)  # this process's 3D polls, many jobs per round
     poller.start(loop_thread.loop)
+    webhooks = WebhookCourier(runtime)  # this process's webhook deliveries
+    webhooks.start(loop_thread.loop)
     tune_collector()
     log.info("worker started with %s threads", worker.worker_threads)
     # Until a signal: this thread restarts consumer threads that die (workers/watchdog.py).
     mended = ConsumerWatchdog(worker).watch(stop, settings.worker_watchdog_seconds)
+    webhooks.stop()
     poller.stop()
     sweeper.stop()
     if loop_thread is not None:

@@ -41,6 +41,8 @@ from app.tables import RequestEvent as EventRow
 from app.uploads import service as uploads
 from app.uploads.resolvers import upload_row_id
 from app.users import repository as users
+from app.webhooks import service as webhooks
+from app.webhooks.ssrf import guard_for
 
 RequestId = Annotated[
     strawberry.ID,
@@ -259,6 +261,8 @@ class RequestMutations:
             model_provider=input.model_provider,
             model_format=input.model_format.value,
         )
+        if input.webhook_url is not None:  # refused before anything is written
+            await guard_for(deps.settings).vet(input.webhook_url)
         upload_id = None
         if input.source_image is not None:  # checked (decoded) before the transaction
             upload_id = await _ready_upload(info, input.source_image, new.idempotency_key)
@@ -267,6 +271,8 @@ class RequestMutations:
                 row = await service.create_from_upload(unit, viewer, new, upload_id, _policy(info))
             else:
                 row = await service.create_request(unit, viewer, new, _policy(info))
+            if input.webhook_url is not None:
+                await webhooks.follow_request(unit.session, row, input.webhook_url)
         return GenerationRequestType(row=row)
 
     @strawberry.mutation(

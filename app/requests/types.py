@@ -488,3 +488,8 @@ class CreateRequestInput:
             "the first time; with a different input it answers CONFLICT."
         ),
     )
+    webhook_url: str | None = strawberry.field(
+        default=None,
+        description="Also POST this request's events to this URL, signed with your "
+        "`defaultWebhookSecret` (see createWebhook for what URLs are accepted).",
+    )

@@ -13,6 +13,10 @@ from app.tables.model_interaction import ModelInteraction
 from app.tables.request_event import RequestEvent
 from app.tables.uploaded_image import UploadedImage
 from app.tables.user import User
+from app.tables.webhook_account import WebhookAccount
+from app.tables.webhook_delivery import WebhookDelivery
+from app.tables.webhook_endpoint import WebhookEndpoint
+from app.tables.webhook_request_url import WebhookRequestUrl
 
 __all__ = [
     "CreditEntry",
@@ -27,6 +31,10 @@ __all__ = [
     "RequestEvent",
     "UploadedImage",
     "User",
+    "WebhookAccount",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookRequestUrl",
     "metadata",
     "new_id",
     "utcnow",

@@ -29,6 +29,7 @@ was valid, so the refusals before it were about who asked, not what.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from collections.abc import Callable
@@ -37,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlmodel import col, select
+from starlette.datastructures import UploadFile
 
 from app.auth import Viewer
 from app.config import Settings
@@ -48,10 +51,13 @@ from app.models import service as models
 from app.requests import repository, service
 from app.requests.stages import Status
 from app.schema import schema
-from app.tables import GeneratedImage, GenerationJob, Model
+from app.tables import GeneratedImage, GenerationJob, Model, WebhookDelivery
+from app.uploads import service as uploads
+from app.webhooks import service as webhooks
 from tests.conftest import RecordingQueue, make_settings
 from tests.graphql.client import execute, http_request
 from tests.workers.test_pipeline import a_viewer, deliver
+from workers.webhooks import feed as feed_webhooks
 
 OK, PUBLIC, EMPTY = "ok", "public", "empty"
 UNAUTHENTICATED, NOT_FOUND, FORBIDDEN = "UNAUTHENTICATED", "NOT_FOUND", "FORBIDDEN"
@@ -88,6 +94,9 @@ TYPES = {
     "running": "GenerationRequest",
     "failed": "GenerationRequest",
     "me": "Me",
+    "upload": "UploadedImage",
+    "webhook": "Webhook",
+    "delivery": "WebhookDelivery",  # named by its own id (`msg_...`), not a global id
 }
 
 
@@ -160,6 +169,30 @@ UPDATE_ME = """mutation M($input: UpdateMeInput!) {
   updateMe(input: $input) { id displayName role credits } }"""
 
 
+UPLOAD_IMAGE = """mutation M($file: Upload!) { uploadImage(file: $file) { id status url } }"""
+CREATE_IMAGE_UPLOAD = """mutation M($input: CreateImageUploadInput!) {
+  createImageUpload(input: $input) { url upload { id status } } }"""
+COMPLETE_IMAGE_UPLOAD = """mutation M($id: ID!) {
+  completeImageUpload(id: $id) { id status url } }"""
+
+
+def an_image_file() -> UploadFile:
+    """What the multipart parser hands `uploadImage`: a fresh file each time."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buffer, "PNG")
+    buffer.seek(0)
+    return UploadFile(buffer, filename="mine.png")
+
+
+WEBHOOK_DELIVERIES = """query Q($id: ID) {
+  webhookDeliveries(webhookId: $id) { edges { node { id webhookId payload } } } }"""
+CREATE_WEBHOOK = """mutation M($input: CreateWebhookInput!) {
+  createWebhook(input: $input) { id url secret } }"""
+DELETE_WEBHOOK = "mutation M($id: ID!) { deleteWebhook(id: $id) }"
+ROTATE_WEBHOOK = "mutation M($id: ID!) { rotateWebhookSecret(id: $id) { id secret } }"
+REDELIVER = "mutation M($id: ID!) { redeliverWebhookDelivery(id: $id) { id status } }"
+
+
 NODE = """query Q($id: ID!) { node(id: $id) { id
   ... on GenerationRequest { prompt images { id prompt } }
   ... on GeneratedImage { prompt url }
@@ -182,6 +215,7 @@ MATRIX: dict[str, tuple[Case, ...]] = {
     # ---- Query
     "node": (
         Case(NODE, "done", NOT_FOUND, OK, NOT_FOUND),
+        Case(NODE, "upload", NOT_FOUND, OK, NOT_FOUND),
         Case(NODE, "image", NOT_FOUND, OK, NOT_FOUND),
         Case(NODE, "private", NOT_FOUND, OK, NOT_FOUND),
         Case(NODE, "public", PUBLIC, OK, PUBLIC),
@@ -237,6 +271,15 @@ MATRIX: dict[str, tuple[Case, ...]] = {
         ),
     ),
     "createRequest": (
+        Case(  # from the owner's uploaded image: theirs alone to use
+            CREATE_REQUEST,
+            "upload",
+            UNAUTHENTICATED,
+            OK,
+            NOT_FOUND,
+            variables=lambda s: {"input": {"sourceImage": s.gid("upload")}},
+            evidence=lambda s: ['"MODEL_PENDING"'],
+        ),
         Case(
             CREATE_REQUEST,
             None,
@@ -254,6 +297,29 @@ MATRIX: dict[str, tuple[Case, ...]] = {
             variables=lambda s: {"input": {"prompt": "a fresh lamp", "priority": "HIGH"}},
         ),
     ),
+    "uploadImage": (
+        Case(
+            UPLOAD_IMAGE,
+            None,
+            UNAUTHENTICATED,
+            OK,
+            OK,  # an upload of their own
+            variables=lambda s: {"file": an_image_file()},
+            evidence=lambda s: ['"READY"'],
+        ),
+    ),
+    "createImageUpload": (
+        Case(
+            CREATE_IMAGE_UPLOAD,
+            None,
+            UNAUTHENTICATED,
+            OK,
+            OK,  # an upload of their own
+            variables=lambda s: {"input": {"contentType": "image/png"}},
+            evidence=lambda s: ['"PENDING"'],
+        ),
+    ),
+    "completeImageUpload": (Case(COMPLETE_IMAGE_UPLOAD, "upload", UNAUTHENTICATED, OK, NOT_FOUND),),
     "selectImage": (
         Case(
             SELECT_IMAGE,
@@ -330,6 +396,65 @@ MATRIX: dict[str, tuple[Case, ...]] = {
     "unfavoriteModel": (
         model_case("unfavoriteModel", "private", NOT_FOUND),
         model_case("unfavoriteModel", "public", PUBLIC),
+    ),
+    # ---- Webhooks (app/webhooks)
+    "webhooks": (
+        Case(page("webhooks", "id url events secret"), "webhook", UNAUTHENTICATED, OK, EMPTY),
+    ),
+    "webhookDeliveries": (
+        Case(WEBHOOK_DELIVERIES, "webhook", UNAUTHENTICATED, OK, NOT_FOUND),
+        Case(
+            page("webhookDeliveries", "id requestId payload"),
+            "delivery",
+            UNAUTHENTICATED,
+            OK,
+            EMPTY,
+            evidence=lambda s: [json.dumps(s.ids["delivery"])],
+        ),
+    ),
+    "defaultWebhookSecret": (
+        Case(
+            "{ defaultWebhookSecret }",
+            None,
+            UNAUTHENTICATED,
+            OK,
+            OK,
+            evidence=lambda s: ['"whsec_'],
+        ),
+    ),
+    "createWebhook": (
+        Case(
+            CREATE_WEBHOOK,
+            None,
+            UNAUTHENTICATED,
+            OK,
+            OK,  # a webhook of their own
+            variables=lambda s: {"input": {"url": "https://93.184.216.34/hook"}},
+            evidence=lambda s: ['"https://93.184.216.34/hook"'],
+        ),
+    ),
+    "deleteWebhook": (Case(DELETE_WEBHOOK, "webhook", UNAUTHENTICATED, OK, NOT_FOUND),),
+    "rotateWebhookSecret": (Case(ROTATE_WEBHOOK, "webhook", UNAUTHENTICATED, OK, NOT_FOUND),),
+    "rotateDefaultWebhookSecret": (
+        Case(
+            "mutation { rotateDefaultWebhookSecret }",
+            None,
+            UNAUTHENTICATED,
+            OK,
+            OK,  # their own default secret
+            evidence=lambda s: ['"whsec_'],
+        ),
+    ),
+    "redeliverWebhookDelivery": (
+        Case(
+            REDELIVER,
+            "delivery",
+            UNAUTHENTICATED,
+            OK,
+            NOT_FOUND,
+            variables=lambda s: {"id": s.ids["delivery"]},
+            evidence=lambda s: [json.dumps(s.ids["delivery"])],
+        ),
     ),
     # ---- Subscription: the first result (or, for "empty", none within a while)
     "requestUpdates": (
@@ -429,6 +554,15 @@ async def build_state(deps: Deps) -> State:
     has nothing."""
     marker = f"secret{uuid.uuid4().hex[:12]}"  # in every prompt: prompts are private
     owner, other = await a_viewer(deps, "owner"), await a_viewer(deps, "other")
+    async with deps.db.write() as session:  # before the requests: it gets their events
+        hook = await webhooks.create_endpoint(
+            session,
+            owner.id,
+            "https://93.184.216.34/owner",
+            [webhooks.WebhookEvent.REQUEST_UPDATED],
+            None,
+        )
+        account = await webhooks.ensure_account(session, owner.id)
     done = await submit(deps, owner, f"{marker} brass owl", image_count=1, auto_model=True)
     published = await submit(deps, owner, f"{marker} tin fox", image_count=1, auto_model=True)
     awaiting = await submit(deps, owner, f"{marker} clay cat", image_count=1)
@@ -490,6 +624,12 @@ async def build_state(deps: Deps) -> State:
         }
     )
     image = next(i.id for i in images if i.request_id == awaiting)
+    upload = await uploads.receive(deps, owner, an_image_file().file.read(), "mine.png")
+    secrets |= {upload.id, global_id("UploadedImage", upload.id), upload.storage_key}
+    await feed_webhooks(deps)
+    async with deps.db.read() as session:
+        delivery = (await session.execute(select(WebhookDelivery.id).limit(1))).scalar_one()
+    secrets |= {hook.secret, account.secret, hook.url, delivery}
     return State(
         owner=owner,
         other=other,
@@ -503,6 +643,9 @@ async def build_state(deps: Deps) -> State:
             "running": running,
             "failed": failed,
             "me": owner.id,
+            "upload": upload.id,
+            "webhook": hook.id,
+            "delivery": delivery,
         },
         secrets=secrets,
     )
