@@ -337,5 +337,9 @@ class LocalModelGenerator:
         image = (self.work_dir / f"{job_id}.img").read_bytes()
         if not path.is_file():
             build = build_relief_obj_zip if obj else build_relief_glb
-            path.write_bytes(build(image, self.grid))
+            # Written whole or not at all: a process killed mid-write must not leave a
+            # truncated model that the next poll, from another process, would hand out.
+            partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
+            partial.write_bytes(build(image, self.grid))
+            partial.replace(path)
         return path.read_bytes(), _png(Image.open(io.BytesIO(image)), 256)

@@ -82,6 +82,29 @@ async def test_a_3d_job_runs_then_yields_a_textured_mesh_shaped_by_the_image(
     assert sorted(map(tuple, load_mesh(other).vertices)) != sorted(map(tuple, mesh.vertices))
 
 
+async def test_a_process_killed_while_writing_a_model_leaves_no_truncated_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = LocalModelGenerator(work_dir=tmp_path, grid=24)
+    job = await generator.submit(render_png("a cat", 1, 128, 128), "image/png", prompt="")
+    write_bytes = Path.write_bytes
+
+    def dies_halfway(path: Path, data: bytes) -> int:  # the process ends mid-write
+        write_bytes(path, data[: len(data) // 2])
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_bytes", dies_halfway)
+        with pytest.raises(SystemExit):
+            await generator.poll(job)
+    # The next worker polls the same job: it gets a whole model, never the half.
+    done = await LocalModelGenerator(work_dir=tmp_path, grid=24).poll(job)
+    assert done.state is JobState.SUCCEEDED
+    glb = done.files[0].data
+    assert glb is not None
+    assert len(load_mesh(glb).faces) > 0
+
+
 @pytest.mark.parametrize("job_id", ["local-" + "0" * 32, "../../etc/passwd", "nope"])
 async def test_unknown_or_crafted_job_ids_fail_cleanly(tmp_path: Path, job_id: str) -> None:
     status = await LocalModelGenerator(work_dir=tmp_path).poll(job_id)
