@@ -278,6 +278,25 @@ def _new_job(request: GenerationRequest, kind: str, image_id: str | None = None)
     )
 
 
+async def _owner_of_new(
+    unit: Unit, viewer: Viewer, new: NewRequest, policy: Policy
+) -> tuple[User, GenerationRequest | None]:
+    """Checks what a new request may ask for, locks its owner, and finds the request an
+    earlier call made with the same idempotency key, if any.
+
+    The owner is locked before rows that refer to it go in (see workers.claims.lock_job);
+    the lock also makes concurrent creations with one idempotency key take turns."""
+    policy.check_providers(new)
+    if new.priority == "high" and viewer.role not in policy.high_priority_roles:
+        raise Forbidden("priority high is reserved to some roles", field="priority")
+    user = await users.get(unit.session, viewer.id, for_update=True)
+    assert user is not None, "a viewer is a user"
+    if new.idempotency_key is None:
+        return user, None
+    earlier = await repository.by_idempotency_key(unit.session, viewer.id, new.idempotency_key)
+    return user, earlier
+
+
 async def create_request(
     unit: Unit, viewer: Viewer, new: NewRequest, policy: Policy = Policy()
 ) -> GenerationRequest:
@@ -286,19 +305,11 @@ async def create_request(
     INSUFFICIENT_CREDITS, and nothing written, when the balance is short.
     """
     new = validate(new)
-    policy.check_providers(new)
-    if new.priority == "high" and viewer.role not in policy.high_priority_roles:
-        raise Forbidden("priority high is reserved to some roles", field="priority")
-    # Lock the owner before inserting rows that refer to it (see workers.claims.lock_job);
-    # the lock also makes concurrent creations with one idempotency key take turns.
-    user = await users.get(unit.session, viewer.id, for_update=True)
-    assert user is not None, "a viewer is a user"
-    if new.idempotency_key is not None:
-        earlier = await repository.by_idempotency_key(unit.session, viewer.id, new.idempotency_key)
-        if earlier is not None:
-            if not new.same_as(earlier):
-                raise IdempotencyKeyReused()
-            return earlier
+    user, earlier = await _owner_of_new(unit, viewer, new, policy)
+    if earlier is not None:
+        if not new.same_as(earlier):
+            raise IdempotencyKeyReused()
+        return earlier
     state = initial_state(auto_model=new.auto_model)
     request = GenerationRequest(
         user_id=viewer.id,
@@ -710,20 +721,14 @@ async def create_from_upload(
             image_provider=None,
         )
     )
-    policy.check_providers(new)
-    if new.priority == "high" and viewer.role not in policy.high_priority_roles:
-        raise Forbidden("priority high is reserved to some roles", field="priority")
-    user = await users.get(unit.session, viewer.id, for_update=True)
-    assert user is not None, "a viewer is a user"
-    if new.idempotency_key is not None:
-        earlier = await repository.by_idempotency_key(unit.session, viewer.id, new.idempotency_key)
-        if earlier is not None:
-            options = (new.priority, new.model_provider, new.model_format)
-            same = (earlier.priority, earlier.model_provider, earlier.model_format) == options
-            from_upload = earlier.image_provider == UPLOAD_PROVIDER
-            if not (same and from_upload) or (prompt and earlier.prompt != prompt):
-                raise IdempotencyKeyReused()
-            return earlier
+    user, earlier = await _owner_of_new(unit, viewer, new, policy)
+    if earlier is not None:
+        options = (new.priority, new.model_provider, new.model_format)
+        same = (earlier.priority, earlier.model_provider, earlier.model_format) == options
+        from_upload = earlier.image_provider == UPLOAD_PROVIDER
+        if not (same and from_upload) or (prompt and earlier.prompt != prompt):
+            raise IdempotencyKeyReused()
+        return earlier
     upload = await uploads.get_owned(unit.session, upload_id, viewer.id, for_update=True)
     if upload is None or upload.status != "READY" or upload.expires_at < utcnow():
         raise UploadNotFound()
