@@ -64,8 +64,11 @@ async def vendor_calls(base: str) -> list[int]:
 async def test_failover_serves_from_the_secondary_and_a_probe_closes_the_circuit(
     vendor_deps: Deps, siliconflow: str
 ) -> None:
-    import asyncio
-
+    # The breaker's clock moves only when the test says: a busy machine's slow stages
+    # must not end the cool-down early.
+    now = [0.0]
+    for breaker in vendor_deps.providers.image.breakers.values():
+        breaker.clock = lambda: now[0]
     async with httpx.AsyncClient() as client:
         await client.post(
             f"{siliconflow}/_fake/script", json={"responses": [{"status": 503, "repeat": True}]}
@@ -80,7 +83,7 @@ async def test_failover_serves_from_the_secondary_and_a_probe_closes_the_circuit
 
     async with httpx.AsyncClient() as client:
         await client.post(f"{siliconflow}/_fake/reset")  # the vendor is back
-    await asyncio.sleep(0.6)  # the cool-down is over: the next call probes it
+    now[0] += 0.6  # the cool-down is over: the next call probes it
     second = await submit(vendor_deps, viewer, image_count=2, optimize_prompt=False)
     await deliver(vendor_deps)
     assert await image_providers(vendor_deps, second) == ["siliconflow"] * 2
