@@ -41,7 +41,6 @@ from providers.limits import (
 )
 from providers.local import LocalImageGenerator, LocalModelGenerator, LocalPromptOptimizer
 from providers.registry import Chain
-from providers.s3 import S3Storage
 from providers.siliconflow import SiliconFlowImageGenerator
 from providers.storage import LocalStorage, Storage
 
@@ -112,6 +111,10 @@ class Deps:
 def build_storage(settings: Settings) -> Storage:
     """Storage for one event loop (an S3 client belongs to the loop that opened it)."""
     if settings.storage_backend == "s3":
+        # Imported here: aioboto3 takes a third of a second to import, and a process on
+        # local storage (every embedded start, every `lumi` command) never needs it.
+        from providers.s3 import S3Storage
+
         secret_key = settings.s3_secret_access_key
         return S3Storage(
             bucket=settings.s3_bucket,

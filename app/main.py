@@ -38,7 +38,6 @@ from app.tables import utcnow
 from app.uploads.routes import UPLOAD_FORM_OVERHEAD
 from app.web.assets import Assets
 from app.web.studio import STUDIO_ASSETS, studio_routes
-from providers.s3 import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             bus=build_bus(settings),
             queue=DramatiqQueue(broker),
         )
-        if isinstance(deps.storage, S3Storage) and settings.s3_create_bucket:
+        if settings.storage_backend == "s3" and settings.s3_create_bucket:
+            from providers.s3 import S3Storage  # only on S3 (app/deps.py build_storage)
+
+            assert isinstance(deps.storage, S3Storage)
             await deps.storage.ensure_bucket()
         # With the Redis broker, `lumi worker` processes run the stages instead.
         embedded = settings.broker == "embedded" and settings.embedded_workers

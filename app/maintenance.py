@@ -18,7 +18,6 @@ from app.models import repository as models
 from app.requests import repository as requests
 from app.tables import utcnow
 from app.uploads import repository as uploads
-from providers.s3 import S3Storage
 from providers.storage import Storage, StoredObject
 
 # The folders the gateway stores under (workers/image.py and workers/model.py: images/, models/ and
@@ -91,6 +90,8 @@ def check_origins(origins: Sequence[str]) -> list[str]:
 
 async def allow_browser_reads(storage: Storage, origins: Sequence[str]) -> dict[str, Any]:
     """Lets pages on `origins` download stored files by script; returns the rules set."""
+    from providers.s3 import S3Storage  # only on S3 (app/deps.py build_storage)
+
     if not isinstance(storage, S3Storage):
         raise NotOnS3()
     return await storage.allow_browser_reads(check_origins(origins))
