@@ -72,6 +72,9 @@ async def existing(deps: Deps, keys: list[str]) -> list[str]:
     return [key for key in keys if await deps.storage.exists(key)]
 
 
+# The command's flow (dry run, grace, deletion) once per storage; which keys the tables
+# refer to is read on both databases by the test after it.
+@ONE_DATABASE
 async def test_orphans_are_listed_by_a_dry_run_and_deleted_only_past_the_grace(
     deps: Deps, settings: Settings
 ) -> None:
