@@ -70,6 +70,9 @@ async def send_due(deps: Deps, guard: UrlGuard, client: httpx.AsyncClient) -> in
     settings = deps.settings
     now = utcnow()
     until = now + timedelta(seconds=settings.webhook_timeout_seconds + 10)
+    async with deps.db.read() as session:
+        if not await repository.any_due(session, now):
+            return 0
     async with deps.db.write() as session:
         leased = await repository.lease_due(session, now, until, settings.webhook_batch)
     if not leased:

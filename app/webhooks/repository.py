@@ -116,6 +116,20 @@ async def request_url(session: AsyncSession, request_id: str) -> WebhookRequestU
 # The outbox.
 
 
+async def any_due(session: AsyncSession, now: datetime) -> bool:
+    """Whether a PENDING delivery is due: one index probe, in a read, so an idle courier
+    opens no write transaction (on SQLite that would take the database's write lock)."""
+    query = (
+        select(col(WebhookDelivery.id))
+        .where(
+            col(WebhookDelivery.status) == PENDING,
+            col(WebhookDelivery.next_attempt_at) <= now,
+        )
+        .limit(1)
+    )
+    return (await session.execute(query)).first() is not None
+
+
 async def lease_due(
     session: AsyncSession, now: datetime, until: datetime, limit: int
 ) -> list[WebhookDelivery]:
