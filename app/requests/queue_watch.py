@@ -10,8 +10,6 @@ and only the watchers whose figures changed are woken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,9 +17,8 @@ from datetime import datetime
 from app.db import Database
 from app.requests import queue_position
 from app.requests.queue_position import NOT_WAITING, QueueEstimate
+from app.requests.stream import Ticking
 from app.tables import utcnow
-
-log = logging.getLogger(__name__)
 
 # Times that moved less than this are not news (an estimate drifts as time passes).
 SLACK_SECONDS = 5.0
@@ -53,15 +50,14 @@ class _Watcher:
         self.woken.set()
 
 
-class QueueWatch:
+class QueueWatch(Ticking[str, _Watcher]):
     """Watchers by request; a task that ticks every `interval` seconds while any exist."""
 
+    NAME = "queue-watch"
+
     def __init__(self, db: Database, interval: float = 1.0) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self._db = db
-        self._watchers: dict[str, set[_Watcher]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closing = asyncio.Event()
         self.passes = 0  # ticks done (for tests and the benchmark)
 
     async def current(self, request_id: str) -> QueueEstimate:
@@ -73,7 +69,7 @@ class QueueWatch:
         """The request's figures now, then each change - at most one a `interval` -
         until it no longer waits (that last value, with a null position, included)."""
         watcher = _Watcher(request_id, NOT_WAITING)
-        self._add(watcher)
+        self.add(request_id, watcher)
         try:
             sent = await self.current(request_id)
             watcher.latest = sent  # the ticker wakes it for what differs from this
@@ -90,45 +86,15 @@ class QueueWatch:
                     sent = watcher.latest
                     yield sent
         finally:
-            self._discard(watcher)
+            self.discard(request_id, watcher)
 
-    def _add(self, watcher: _Watcher) -> None:
-        self._watchers.setdefault(watcher.request_id, set()).add(watcher)
-        task = self._task
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            self._closing = asyncio.Event()
-            self._task = asyncio.create_task(self._run(), name="queue-watch")
-
-    def _discard(self, watcher: _Watcher) -> None:
-        watchers = self._watchers.get(watcher.request_id)
-        if watchers is not None:
-            watchers.discard(watcher)
-            if not watchers:
-                del self._watchers[watcher.request_id]
-
-    async def aclose(self) -> None:
-        """Stops ticking, letting a pass under way end (see Rechecks.aclose)."""
-        task, self._task = self._task, None
-        if task is not None and task.get_loop() is asyncio.get_running_loop():
-            self._closing.set()
-            await task
-
-    async def _run(self) -> None:
-        while self._watchers:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._closing.wait()
-            if self._closing.is_set():
-                return
-            try:
-                await self.tick()
-            except Exception:  # the next pass will tell
-                log.warning("queue position pass failed", exc_info=True)
+    async def round(self) -> int:
+        return await self.tick()
 
     async def tick(self) -> int:
         """One pass: reads the line once, offers each watcher its request's figures;
         returns how many watchers it woke."""
-        wanted = set(self._watchers)
+        wanted = set(self._followers)
         if not wanted:
             return 0
         now = utcnow()
@@ -139,7 +105,7 @@ class QueueWatch:
         woken = 0
         for request_id in wanted:
             estimate = found.get(request_id, NOT_WAITING)
-            for watcher in list(self._watchers.get(request_id, ())):
+            for watcher in list(self._followers.get(request_id, ())):
                 if changed(watcher.latest, estimate):
                     watcher.offer(estimate)
                     woken += 1

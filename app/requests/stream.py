@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,44 +75,39 @@ class _Follower:
         self.key, self.last, self.wake = key, last, wake
 
 
-class Rechecks:
-    """The safety re-read of every quiet stream of a process, every `interval` seconds:
-    one query per few hundred followed keys asks for their latest cursors, and only a
-    stream that is behind re-reads its events. It runs while anything is followed."""
+Key = TypeVar("Key")
+Follower = TypeVar("Follower")
 
-    CHUNK = 500
 
-    def __init__(self, db: Database, interval: float) -> None:
+class Ticking(Generic[Key, Follower]):
+    """Followers by key, and one task that runs a round every `interval` seconds while
+    any are followed (the rounds of a whole process: one query for all its followers,
+    not one per follower). It starts with the first follower and stops with the last."""
+
+    NAME = "ticking"
+
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._db = db
-        self._followers: dict[Latest, set[Watched]] = {}
+        self._followers: dict[Key, set[Follower]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
-    @contextlib.contextmanager
-    def watching(self, latest: Latest, follower: Watched) -> Iterator[None]:
-        self.add(latest, follower)
-        try:
-            yield
-        finally:
-            self.discard(latest, follower)
-
-    def add(self, latest: Latest, follower: Watched) -> None:
-        self._followers.setdefault(latest, set()).add(follower)
+    def add(self, key: Key, follower: Follower) -> None:
+        self._followers.setdefault(key, set()).add(follower)
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             self._closing = asyncio.Event()
-            self._task = asyncio.create_task(self._run(), name="subscription-rechecks")
+            self._task = asyncio.create_task(self._run(), name=self.NAME)
 
-    def discard(self, latest: Latest, follower: Watched) -> None:
-        followers = self._followers.get(latest)
+    def discard(self, key: Key, follower: Follower) -> None:
+        followers = self._followers.get(key)
         if followers is not None:
             followers.discard(follower)
             if not followers:
-                del self._followers[latest]
+                del self._followers[key]
 
     async def aclose(self) -> None:
-        """Stops the rechecks and waits for a round under way to finish, rather than
+        """Stops the rounds and waits for one under way to finish, rather than
         cancelling it mid-query: a cancelled read closes its session in the background,
         and the database may be disposed of before that connection comes back."""
         task, self._task = self._task, None
@@ -128,9 +123,37 @@ class Rechecks:
             if self._closing.is_set():
                 return
             try:
-                await self.check()
-            except Exception:  # the next round will tell; streams re-read when woken
-                log.warning("subscription recheck failed", exc_info=True)
+                await self.round()
+            except Exception:  # the next round will tell; followers re-read when woken
+                log.warning("%s round failed", self.NAME, exc_info=True)
+
+    async def round(self) -> int:
+        """One round; how many followers it woke."""
+        raise NotImplementedError
+
+
+class Rechecks(Ticking[Latest, Watched]):
+    """The safety re-read of every quiet stream of a process, every `interval` seconds:
+    one query per few hundred followed keys asks for their latest cursors, and only a
+    stream that is behind re-reads its events. It runs while anything is followed."""
+
+    NAME = "subscription-rechecks"
+    CHUNK = 500
+
+    def __init__(self, db: Database, interval: float) -> None:
+        super().__init__(interval)
+        self._db = db
+
+    @contextlib.contextmanager
+    def watching(self, latest: Latest, follower: Watched) -> Iterator[None]:
+        self.add(latest, follower)
+        try:
+            yield
+        finally:
+            self.discard(latest, follower)
+
+    async def round(self) -> int:
+        return await self.check()
 
     async def check(self) -> int:
         """Wakes the streams that are behind the table; how many it woke."""

@@ -137,7 +137,7 @@ async def measure(url: str, line: list[str], watched: int) -> dict[str, Any]:
 
     watch = QueueWatch(db)
     for request_id in random.sample(line, watched):
-        watch._watchers[request_id] = set()  # watched, with no one to wake
+        watch._followers[request_id] = set()  # watched, with no one to wake
 
     async def tick() -> Any:
         return await watch.tick()
@@ -164,7 +164,7 @@ async def measure(url: str, line: list[str], watched: int) -> dict[str, Any]:
             results["count_plan"] = [dict(row._mapping) for row in plan]
         return results
     finally:
-        watch._watchers.clear()
+        watch._followers.clear()
         await db.dispose()
 
 
