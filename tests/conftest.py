@@ -213,6 +213,29 @@ def lumi(data_dir: Path, log: Path, *args: str, **env: str) -> subprocess.Popen[
         )
 
 
+def lumi_listening(
+    data_dir: Path, log: Path, port_setting: str, path: str, *args: str, **env: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Runs a `lumi` command that listens on the port named by `port_setting`, and
+    waits until `path` there answers. A port picked free can be taken before the
+    process binds it (any outgoing connection may get it as its local port): the
+    command is then started again on another."""
+    for _ in range(3):
+        port = free_port()
+        process = lumi(data_dir, log, *args, **env, **{port_setting: str(port)})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)
+                return process, port
+            except httpx.TransportError:
+                time.sleep(0.1)
+        stop_process(process)
+        if "Address already in use" not in log.read_text():
+            break
+    raise RuntimeError(f"`lumi {' '.join(args)}` did not listen: {log.read_text()}")
+
+
 def run_lumi(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Runs a `lumi` command to completion, configured only by LUMI_* variables."""
     environment = {

@@ -18,8 +18,7 @@ from app.observability import redact
 from tests.conftest import (
     REDIS,
     Server,
-    free_port,
-    lumi,
+    lumi_listening,
     require,
     run_lumi,
     start_server,
@@ -136,16 +135,14 @@ async def test_metrics_show_the_process_and_no_created_series(chatty_server: Ser
 
 def test_a_worker_serves_its_own_and_the_process_metrics_but_no_api_ones(tmp_path: Path) -> None:
     require("Redis", REDIS)
-    port = free_port()
-    env = {
-        "LUMI_BROKER": "redis",
-        "LUMI_REDIS_NAMESPACE": f"lumi-test-{uuid.uuid4().hex[:8]}",
-        "LUMI_WORKER_METRICS_PORT": str(port),
-    }
+    env = {"LUMI_BROKER": "redis", "LUMI_REDIS_NAMESPACE": f"lumi-test-{uuid.uuid4().hex[:8]}"}
     assert run_lumi(tmp_path, "migrate", **env).returncode == 0
-    worker = lumi(tmp_path, tmp_path / "worker.log", "worker", **env)
+    log = tmp_path / "worker.log"
+    worker, port = lumi_listening(
+        tmp_path, log, "LUMI_WORKER_METRICS_PORT", "/metrics", "worker", **env
+    )
     try:
-        text = scrape(f"http://127.0.0.1:{port}/metrics", worker, tmp_path / "worker.log")
+        text = scrape(f"http://127.0.0.1:{port}/metrics", worker, log)
     finally:
         stop_process(worker)
     assert "# TYPE lumi_provider_latency_seconds histogram" in text

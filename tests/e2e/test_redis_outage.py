@@ -22,7 +22,7 @@ from tests.conftest import (
     SILICONFLOW_KEY,
     Server,
     free_port,
-    lumi,
+    lumi_listening,
     mariadb_database,
     reachable,
     start_server,
@@ -169,10 +169,12 @@ class WorkerCluster:
     """An API and one `lumi worker` on MariaDB and a redis-server of the test's own."""
 
     def __init__(self, data_dir: Path, redis: OwnRedis, env: dict[str, str]) -> None:
-        self.redis, self.health_port = redis, free_port()
-        env = {**env, "LUMI_WORKER_HEALTH_PORT": str(self.health_port)}
+        self.redis, self.log = redis, data_dir / "worker.log"
         self.api = start_server(data_dir, name="api", **env)
-        self.worker = lumi(data_dir, data_dir / "worker.log", "worker", **env)
+        # Its consumers are up before the test goes on.
+        self.worker, self.health_port = lumi_listening(
+            data_dir, self.log, "LUMI_WORKER_HEALTH_PORT", "/health", "worker", **env
+        )
 
     async def worker_health(self) -> tuple[int, dict[str, Any]]:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -190,6 +192,8 @@ class WorkerCluster:
     def close(self) -> None:
         stop_process(self.worker)
         stop_server(self.api)
+        # Shown only when the test failed: what the worker did.
+        print("worker log, last lines:", *self.log.read_text().splitlines()[-40:], sep="\n")
 
 
 @pytest.fixture
