@@ -63,8 +63,15 @@ $(WEB_STAMP): $(WEB)/package-lock.json $(WEB)/package.json
 	  echo "warning: npm ci failed in $(WEB), GraphiQL's files are not installed: see README, GraphiQL without internet" >&2; \
 	fi
 
-$(STAMP): requirements.lock pyproject.toml
+# uv installs the lock in seconds where pip takes most of a minute; uv itself comes from
+# requirements.uv.lock, hash-checked. uv reads no pip configuration: where only a mirror
+# set up for pip is reachable, its install fails and pip installs the same lock.
+PIP := $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check
+UV := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
+
+$(STAMP): requirements.lock requirements.uv.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) --require-hashes -r requirements.uv.lock
+	$(UV) --require-hashes -r requirements.lock || $(PIP) --require-hashes -r requirements.lock
+	$(UV) --no-deps --no-build-isolation -e . || $(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
