@@ -219,9 +219,7 @@ def _s3_cors(settings: Settings, args: argparse.Namespace) -> int:
         print(f"lumi maintenance s3-cors: {exc}", file=sys.stderr)
         return 2
     try:
-        rules = admin.run(
-            settings, lambda deps: maintenance.allow_browser_reads(deps.storage, origins)
-        )
+        rules = admin.run(settings, lambda deps: maintenance.allow_browsers(deps.storage, origins))
     except Exception as exc:  # the store refused or cannot be reached: say so, briefly
         print(f"lumi maintenance s3-cors: could not set the rules: {exc}", file=sys.stderr)
         return 1
@@ -303,7 +301,9 @@ def _maintenance_parser(commands: Any) -> None:
         help="only files last written longer ago (default 3600); keep it above "
         "LUMI_STAGE_TIME_LIMIT_SECONDS, or a file a stage is storing right now may go",
     )
-    cors = actions.add_parser("s3-cors", help="let browser pages on ORIGIN download from S3")
+    cors = actions.add_parser(
+        "s3-cors", help="let browser pages on ORIGIN download from S3 and post uploads to it"
+    )
     cors.add_argument(
         "--origin", action="append", required=True, help="e.g. https://studio.example.com"
     )

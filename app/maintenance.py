@@ -88,10 +88,11 @@ def check_origins(origins: Sequence[str]) -> list[str]:
     return list(origins)
 
 
-async def allow_browser_reads(storage: Storage, origins: Sequence[str]) -> dict[str, Any]:
-    """Lets pages on `origins` download stored files by script; returns the rules set."""
+async def allow_browsers(storage: Storage, origins: Sequence[str]) -> dict[str, Any]:
+    """Lets pages on `origins` download stored files and post presigned uploads by
+    script; returns the rules set."""
     from providers.s3 import S3Storage  # only on S3 (app/deps.py build_storage)
 
     if not isinstance(storage, S3Storage):
         raise NotOnS3()
-    return await storage.allow_browser_reads(check_origins(origins))
+    return await storage.allow_browsers(check_origins(origins))

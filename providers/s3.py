@@ -112,15 +112,16 @@ class S3Storage:
                 if is_key(key):
                     yield StoredObject(key, item["LastModified"], int(item["Size"]))
 
-    async def allow_browser_reads(self, origins: Sequence[str]) -> dict[str, Any]:
+    async def allow_browsers(self, origins: Sequence[str]) -> dict[str, Any]:
         """Sets the bucket's CORS rules so that pages on `origins` may GET and HEAD its
         objects (a presigned link fetched by script, such as a 3D viewer's) and read the
-        size and file name; replaces the bucket's CORS rules, and returns them."""
+        size and file name, and POST a presigned upload's form; replaces the bucket's
+        CORS rules, and returns them."""
         rules = {
             "CORSRules": [
                 {
                     "AllowedOrigins": list(origins),
-                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedMethods": ["GET", "HEAD", "POST"],
                     "AllowedHeaders": ["*"],
                     "ExposeHeaders": [*_EXPOSED],
                     "MaxAgeSeconds": 3600,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aioboto3
+import httpx
 import pytest
 from sqlmodel import select
 
@@ -145,7 +146,7 @@ async def s3_client(moto_s3: dict[str, str]) -> AsyncIterator[object]:
 
 @ONE_DATABASE
 @pytest.mark.parametrize("settings", ["s3"], indirect=True)
-async def test_s3_cors_lets_the_named_origins_read_the_bucket(
+async def test_s3_cors_lets_the_named_origins_read_the_bucket_and_post_uploads(
     deps: Deps, settings: Settings, s3_client: object
 ) -> None:
     assert isinstance(deps.storage, S3Storage)
@@ -158,8 +159,16 @@ async def test_s3_cors_lets_the_named_origins_read_the_bucket(
     found = await s3_client.get_bucket_cors(Bucket=settings.s3_bucket)  # type: ignore[attr-defined]
     [rule] = found["CORSRules"]
     assert rule["AllowedOrigins"] == list(origins)
-    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD"]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD", "POST"]
     assert "Content-Disposition" in rule["ExposeHeaders"]
+    # What a browser asks before a page on that origin posts a presigned upload's form.
+    async with httpx.AsyncClient() as client:
+        answer = await client.options(
+            f"{settings.s3_endpoint_url}/{settings.s3_bucket}",
+            headers={"Origin": origins[1], "Access-Control-Request-Method": "POST"},
+        )
+    assert answer.headers["access-control-allow-origin"] == origins[1]
+    assert "POST" in answer.headers["access-control-allow-methods"]
 
 
 @ONE_DATABASE
