@@ -86,7 +86,7 @@ class Deps:
     queue_watch: QueueWatch | None = None
     # Views of public models, written in batches (app/models/views.py); the API's only.
     views: ViewCounter | None = None
-    # Downloads in STL and PLY being converted in this process (app/models/conversions.py).
+    # Downloads in STL, PLY and USDZ being converted in this process (app/models/conversions.py).
     conversions: Conversions = field(default_factory=Conversions)
 
     def unit(self) -> AbstractAsyncContextManager[Unit]:

@@ -1,4 +1,4 @@
-"""A model's files in other formats (STL, PLY): converted once per model and format.
+"""A model's files in other formats (STL, PLY, USDZ): converted once per model and format.
 
 The first download in a format converts the stored mesh (providers/conversion.py) in a
 thread, bounded in time and in how many run at once, stores the result beside the

@@ -325,7 +325,7 @@ class ModelMutations:
 
     @strawberry.mutation(
         description="A short-lived download URL; counts the download. The first download "
-        "of a model in STL or PLY converts it (once: later ones reuse the file, which "
+        "of a model in STL, PLY or USDZ converts it (once: later ones reuse the file, which "
         "`files` lists from then on).",
         permission_classes=[IsAuthenticated],
     )

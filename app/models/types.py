@@ -71,7 +71,7 @@ class ModelFormat(Enum):
 
 
 # Not ModelFormat: that one is also what a request may ask a 3D vendor for, and no
-# vendor makes STL or PLY; those are converted from the stored model.
+# vendor makes STL, PLY or USDZ; those are converted from the stored model.
 @described(
     description="Formats a model can be downloaded in.",
     values={
@@ -80,6 +80,9 @@ class ModelFormat(Enum):
         "only for a model stored as OBJ.",
         "STL": "STL (binary), the mesh alone, converted from the stored model.",
         "PLY": "PLY (binary), the mesh alone, converted from the stored model.",
+        "USDZ": "USDZ (what AR Quick Look opens): the mesh with its base colour texture "
+        "and material from a GLB, the mesh alone from an OBJ; converted from the stored "
+        "model.",
     },
 )
 class DownloadFormat(Enum):
@@ -87,6 +90,7 @@ class DownloadFormat(Enum):
     OBJ = "obj"
     STL = "stl"
     PLY = "ply"
+    USDZ = "usdz"
 
 
 @described(

@@ -38,7 +38,7 @@ class Model(SQLModel, table=True):
     preview_key: str | None = key_field(255, default=None)
     # Every file of the model: [{"name", "key", "content_type", "size"}]; the main file
     # (`file_key`) first, then an OBJ's material and textures, then the files converted
-    # for downloads in other formats (STL, PLY), marked `"converted": true`
+    # for downloads in other formats (STL, PLY, USDZ), marked `"converted": true`
     # (app/models/conversions.py).
     files: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     file_size: int = 0

@@ -1,4 +1,4 @@
-"""Downloads in STL and PLY over real HTTP: converted once from the stored mesh, stored
+"""Downloads in STL, PLY and USDZ over real HTTP: converted once from the stored mesh, stored
 beside the model's files, listed in `files`, and real meshes a mesh library opens."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import httpx
 import numpy
 import pytest
 import trimesh
+from pxr import Usd, UsdGeom
 
 from tests.conftest import Server
 from tests.e2e.client import (
@@ -65,13 +67,27 @@ def assert_same_mesh(converted: trimesh.Trimesh, original: trimesh.Trimesh) -> N
     assert numpy.allclose(converted.bounds, original.bounds, atol=1e-4)
 
 
+def assert_same_usd_mesh(usdz: bytes, original: trimesh.Trimesh, folder: Path) -> None:
+    """The USDZ opens in Pixar's USD library with the original's mesh and texture."""
+    path = folder / "model.usdz"
+    path.write_bytes(usdz)
+    stage = Usd.Stage.Open(str(path))
+    [mesh] = [UsdGeom.Mesh(p) for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)]
+    assert len(mesh.GetFaceVertexCountsAttr().Get()) == len(original.faces)
+    assert numpy.allclose(mesh.GetExtentAttr().Get(), original.bounds, atol=1e-4)
+    with zipfile.ZipFile(path) as package:
+        assert [n.rsplit(".", 1)[-1] for n in package.namelist()] == ["usdc", "png"]
+
+
 def stored_path(server: Server, url: str) -> Path:
     """Where the server's local storage keeps the file of a signed `/files/<key>` URL."""
     key = urlsplit(url).path.removeprefix("/files/")
     return server.log.parent / "files" / key
 
 
-async def test_a_glb_model_downloads_as_stl_and_ply_converted_once(server: Server) -> None:
+async def test_a_glb_model_downloads_as_stl_ply_and_usdz_converted_once(
+    server: Server, tmp_path: Path
+) -> None:
     owner, other = f"f-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     model = await finished_model(server, owner)
     assert model["format"] == "GLB"
@@ -94,9 +110,13 @@ async def test_a_glb_model_downloads_as_stl_and_ply_converted_once(server: Serve
     ply = (await data_of(server, DOWNLOAD, {**ids, "format": "PLY"}, user=owner))["downloadModel"]
     assert ply["format"] == "PLY"
     assert_same_mesh(await mesh_at(ply["url"], "ply"), original)
+    usdz = await data_of(server, DOWNLOAD, {**ids, "format": "USDZ"}, user=owner)
+    usdz = usdz["downloadModel"]
+    assert (usdz["format"], usdz["contentType"]) == ("USDZ", "model/vnd.usdz+zip")
+    assert_same_usd_mesh((await fetch(usdz["url"])).content, original, tmp_path)
     as_stored = (await data_of(server, DOWNLOAD, ids, user=owner))["downloadModel"]
     assert as_stored["format"] == "GLB"
-    assert as_stored["model"]["downloadCount"] == 4
+    assert as_stored["model"]["downloadCount"] == 5
 
     listed = (await data_of(server, FILES, ids, user=owner))["model"]["files"]
     names = [(f["name"], f["contentType"], f["converted"]) for f in listed]
@@ -104,6 +124,7 @@ async def test_a_glb_model_downloads_as_stl_and_ply_converted_once(server: Serve
         ("model.glb", "model/gltf-binary", False),
         ("model.stl", "model/stl", True),
         ("model.ply", "application/octet-stream", True),
+        ("model.usdz", "model/vnd.usdz+zip", True),
     ]
     assert_same_mesh(await mesh_at(listed[1]["url"], "stl"), original)
     assert listed[1]["size"] == len((await fetch(listed[1]["url"])).content)
