@@ -504,6 +504,12 @@ class Settings(BaseSettings):
     webhook_batch: int = Field(
         default=50, ge=1, le=1000, description="Webhook deliveries one process sends per round."
     )
+    webhook_retention_days: float = Field(
+        default=30,
+        ge=0,
+        description="How long delivered and failed webhook deliveries are kept (listed by "
+        "webhookDeliveries, redeliverable) before they are deleted; 0: kept for ever.",
+    )
 
     production_allow: str = Field(
         default="",

@@ -170,6 +170,26 @@ RECOVERED_JOBS = _on(
     ),
 )
 
+WEBHOOK_ATTEMPTS = _on(
+    EVERY_PROCESS,
+    Counter(
+        "lumi_webhook_attempts_total",
+        "Webhook calls by result: delivered; retry (failed, tried again later); failed "
+        "(failed for good).",
+        ["result"],
+        registry=None,
+    ),
+)
+WEBHOOK_LAG = _on(
+    EVERY_PROCESS,
+    Histogram(
+        "lumi_webhook_delivery_lag_seconds",
+        "From a delivery entering the outbox to its receiver accepting it, retries included.",
+        buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000, 86400),
+        registry=None,
+    ),
+)
+
 # Measured by `lumi worker` alone: its Dramatiq consumer threads (see workers/watchdog.py).
 WORKER_CONSUMERS_ALIVE = _on(
     (WORKER_REGISTRY,),

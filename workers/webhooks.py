@@ -7,7 +7,9 @@ an event enters the outbox once, whichever process gets there. Sending leases du
 deliveries (SKIP LOCKED on MariaDB), calls the receivers outside any transaction, and
 records each result with its next attempt. A process that dies mid-call leaves its
 deliveries leased until the lease ends; then any courier sends them again (at least
-once, same `webhook-id`). The loop runs every `webhook_poll_seconds`.
+once, same `webhook-id`). The loop runs every `webhook_poll_seconds`; every
+`PRUNE_SECONDS` it also deletes the deliveries that finished (delivered or failed for
+good) over `webhook_retention_days` ago, so the outbox does not grow for ever.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 
 import httpx
 
 from app.deps import Deps
+from app.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LAG
 from app.tables import WebhookDelivery, utcnow
 from app.webhooks import repository, service, signing
 from app.webhooks.sender import Outcome, post
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 
 FEED_USERS = 100  # users fed per round
 FEED_EVENTS = 500  # events per user per transaction
+PRUNE_SECONDS = 600.0  # how often a courier deletes finished deliveries past retention
+PRUNE_BATCH = 1000  # deliveries deleted per transaction
 
 
 async def feed(deps: Deps) -> int:
@@ -45,6 +51,22 @@ async def feed(deps: Deps) -> int:
             if count < FEED_EVENTS:
                 break
     return read
+
+
+async def prune(deps: Deps) -> int:
+    """Deletes the deliveries that finished over `webhook_retention_days` ago (none when
+    it is 0), a batch per transaction; how many."""
+    days = deps.settings.webhook_retention_days
+    if not days:
+        return 0
+    before = utcnow() - timedelta(days=days)
+    deleted = 0
+    while True:
+        async with deps.db.write() as session:
+            count = await repository.delete_finished(session, before, PRUNE_BATCH)
+        deleted += count
+        if count < PRUNE_BATCH:
+            return deleted
 
 
 async def _secrets(deps: Deps, deliveries: list[WebhookDelivery]) -> dict[str, list[str]]:
@@ -82,6 +104,7 @@ async def send_due(deps: Deps, guard: UrlGuard, client: httpx.AsyncClient) -> in
         *(_attempt(deps, guard, client, d, secrets.get(d.id)) for d in leased)
     )
     done = utcnow()
+    results: list[tuple[WebhookDelivery, object]] = []
     async with deps.db.write() as session:
         for delivery, outcome in zip(leased, outcomes, strict=True):
             values = service.after_attempt(
@@ -93,6 +116,11 @@ async def send_due(deps: Deps, guard: UrlGuard, client: httpx.AsyncClient) -> in
                 done,
             )
             await repository.record(session, delivery.id, until, values)
+            results.append((delivery, values.get("status")))
+    for delivery, status in results:  # counted once written
+        WEBHOOK_ATTEMPTS.labels(str(status or "retry").lower()).inc()
+        if status == repository.DELIVERED:
+            WEBHOOK_LAG.observe(max(0.0, (done - delivery.created_at).total_seconds()))
     return len(leased)
 
 
@@ -123,7 +151,8 @@ async def _attempt(
 
 
 class WebhookCourier(LoopService):
-    """Feeds the outbox and sends due deliveries every `webhook_poll_seconds`."""
+    """Feeds the outbox and sends due deliveries every `webhook_poll_seconds`, and
+    deletes finished ones past retention every `PRUNE_SECONDS`."""
 
     def __init__(self, runtime: WorkerRuntime, guard: UrlGuard | None = None) -> None:
         super().__init__(runtime)
@@ -138,10 +167,15 @@ class WebhookCourier(LoopService):
     async def _rounds(self, client: httpx.AsyncClient) -> None:
         interval = self.runtime.settings.webhook_poll_seconds
         stopping = self.stopping
+        pruned_at = -PRUNE_SECONDS  # at the first round, then every PRUNE_SECONDS
         while not stopping.is_set():
             busy = False
             try:
                 deps = await self.runtime.deps()
+                if time.monotonic() - pruned_at >= PRUNE_SECONDS:
+                    pruned_at = time.monotonic()
+                    if deleted := await prune(deps):
+                        log.info("deleted %s finished webhook deliveries", deleted)
                 await feed(deps)
                 busy = await send_due(deps, self.guard, client) > 0
             except Exception:

@@ -24,6 +24,8 @@ class WebhookDelivery(SQLModel, table=True):
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_target_request_seq", "target", "request_id", "seq"),
         Index("ix_webhook_deliveries_owner_created", "owner_id", "created_at", "id"),
+        # What the retention deletes: finished deliveries, oldest first.
+        Index("ix_webhook_deliveries_status_updated_at", "status", "updated_at"),
     )
 
     id: str = Field(primary_key=True, max_length=DELIVERY_ID_LENGTH)

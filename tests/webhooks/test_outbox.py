@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from app.deps import Deps
 from app.errors import BadUserInput
+from app.metrics import API_REGISTRY
 from app.requests import service as requests
-from app.tables import WebhookAccount, WebhookDelivery, WebhookEndpoint
+from app.tables import WebhookAccount, WebhookDelivery, WebhookEndpoint, utcnow
 from app.users import repository as users
 from app.webhooks import service
+from app.webhooks.ssrf import UrlGuard
+from tests.webhooks.receiver import receiver
 from tests.workers.test_pipeline import a_viewer
+from workers import webhooks
 from workers.webhooks import feed
 
 NEW = requests.NewRequest(prompt="a chess knight", image_count=1)
@@ -147,3 +153,88 @@ async def test_a_webhook_keeps_a_secret_of_its_owners_choosing(deps: Deps) -> No
                     [service.WebhookEvent.REQUEST_FINISHED],
                     bad,
                 )
+
+
+async def test_finished_deliveries_past_retention_are_deleted_and_no_others(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    viewer = await a_viewer(deps)
+    await register(deps, viewer.id)
+    for _ in range(5):  # an event each
+        async with deps.unit() as unit:
+            await requests.create_request(unit, viewer, NEW)  # type: ignore[arg-type]
+    await feed(deps)
+    seqs = await deliveries_of(deps)
+    assert len(seqs) == 5
+    old = utcnow() - timedelta(days=deps.settings.webhook_retention_days, minutes=1)
+    recent = utcnow() - timedelta(days=deps.settings.webhook_retention_days, minutes=-1)
+    states = {  # user_seq: (status, last changed)
+        seqs[0]: ("DELIVERED", old),
+        seqs[1]: ("FAILED", old),
+        seqs[2]: ("PENDING", old),  # a retry still owed, however old
+        seqs[3]: ("DELIVERED", recent),
+        seqs[4]: ("FAILED", recent),
+    }
+    async with deps.db.write() as session:
+        for seq, (status, changed) in states.items():
+            await session.execute(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.user_seq) == seq)
+                .values(status=status, updated_at=changed)
+            )
+    monkeypatch.setattr(webhooks, "PRUNE_BATCH", 1)  # a batch per transaction, until none
+
+    assert await webhooks.prune(deps) == 2
+    assert await deliveries_of(deps) == seqs[2:]
+    kept = dataclasses.replace(
+        deps, settings=deps.settings.model_copy(update={"webhook_retention_days": 0})
+    )
+    async with deps.db.write() as session:
+        await session.execute(update(WebhookDelivery).values(status="DELIVERED", updated_at=old))
+    assert await webhooks.prune(kept) == 0  # 0 keeps them for ever
+    assert await deliveries_of(deps) == seqs[2:]
+
+
+def attempts(result: str) -> float:
+    return API_REGISTRY.get_sample_value("lumi_webhook_attempts_total", {"result": result}) or 0
+
+
+async def test_each_call_is_counted_by_its_result_and_a_delivery_by_its_lag(deps: Deps) -> None:
+    viewer = await a_viewer(deps)
+    before = {r: attempts(r) for r in ("delivered", "retry", "failed")}
+    lags = API_REGISTRY.get_sample_value("lumi_webhook_delivery_lag_seconds_count") or 0
+    guard = UrlGuard(allowed_networks=["127.0.0.0/8"])
+    with receiver() as hook:
+        async with deps.db.write() as session:
+            endpoint = await service.create_endpoint(
+                session, viewer.id, hook.url, [service.WebhookEvent.REQUEST_FINISHED], None
+            )
+        async with deps.unit() as unit:
+            created = await requests.create_request(unit, viewer, NEW)  # type: ignore[arg-type]
+            await requests.cancel_request(unit, viewer, created.id)  # type: ignore[arg-type]
+        await feed(deps)
+        [delivery_id] = [d.id for d in await outbox(deps, endpoint.id)]
+        hook.script = [500, 500]
+        async with httpx.AsyncClient() as client:
+            assert await webhooks.send_due(deps, guard, client) == 1  # 500: tried again later
+            await set_delivery(deps, delivery_id, attempts=99, next_attempt_at=utcnow())
+            assert await webhooks.send_due(deps, guard, client) == 1  # 500, schedule spent
+            async with deps.db.write() as session:
+                await service.redeliver(session, viewer.id, delivery_id)
+            assert await webhooks.send_due(deps, guard, client) == 1  # 204
+    after = {r: attempts(r) - before[r] for r in before}
+    assert after == {"delivered": 1, "retry": 1, "failed": 1}
+    assert API_REGISTRY.get_sample_value("lumi_webhook_delivery_lag_seconds_count") == lags + 1
+
+
+async def outbox(deps: Deps, endpoint_id: str) -> list[WebhookDelivery]:
+    query = select(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == endpoint_id)
+    async with deps.db.read() as session:
+        return list((await session.execute(query)).scalars())
+
+
+async def set_delivery(deps: Deps, delivery_id: str, **values: object) -> None:
+    async with deps.db.write() as session:
+        await session.execute(
+            update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id).values(**values)
+        )
