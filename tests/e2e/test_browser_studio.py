@@ -193,3 +193,55 @@ def test_an_image_is_picked_and_the_model_published_and_liked_in_the_gallery(
 
     assert traffic.offsite == []
     assert traffic.errors == []
+
+
+# The kinds of a request's jobs, asked as the page asks, with its token.
+JOB_KINDS = """async (id) => {
+  const response = await fetch("graphql", {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/json",
+      Authorization: "Bearer " + sessionStorage.getItem("lumi-studio-token"),
+    },
+    body: JSON.stringify({
+      query: "query J($id: ID!) { request(id: $id) { jobs { kind } } }",
+      variables: { id: decodeURIComponent(id) },
+    }),
+  });
+  return (await response.json()).data.request.jobs.map((job) => job.kind);
+}"""
+
+
+def test_a_model_is_made_from_an_image_of_the_users_own(gateway: Server) -> None:
+    from playwright.sync_api import expect
+
+    from providers.local import render_png
+
+    picture = render_png("a lighthouse", 3, 320, 240)
+    with offline_page(gateway.url) as (page, traffic):
+        open_studio(page, gateway)
+        page.set_input_files(
+            "#source-image",
+            files=[{"name": "lighthouse.png", "mimeType": "image/png", "buffer": picture}],
+        )
+        expect(page.locator("#image-count")).to_be_disabled()  # the upload is the one image
+        page.click("#submit")  # no prompt: the file's name names the model
+
+        expect(page.locator("#request-status")).to_have_attribute(
+            "data-status", "COMPLETED", timeout=30_000
+        )
+        wait_for_model(page)
+        # The one image is the user's own, as they sent it.
+        page.wait_for_function(f"() => ({LOADED_IMAGES})() === 1", timeout=10_000)
+        shown = page.eval_on_selector("#images img", "img => [img.naturalWidth, img.naturalHeight]")
+        assert shown == [320, 240]
+        expect(page.locator("#request-prompt")).to_contain_text("lighthouse")
+        expect(page.locator("#source-image")).to_have_value("")  # used up
+        screenshot(page, "studio-own-image")
+        # Straight to 3D: no prompt written, no image made.
+        jobs = page.evaluate(JOB_KINDS, page.url.split("#request=")[1])
+        assert jobs == ["MODEL"]
+
+    assert follow_events(traffic)[-1]["status"] == "COMPLETED"
+    assert traffic.offsite == []
+    assert traffic.errors == []

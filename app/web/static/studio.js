@@ -53,11 +53,17 @@
   function graphql(query, variables) {
     var headers = { "Content-Type": "application/json", Accept: "application/json" };
     if (token()) headers.Authorization = "Bearer " + token();
-    return fetch(httpUrl.href, {
-      method: "POST",
-      headers: headers,
-      body: JSON.stringify({ query: query, variables: variables || {} }),
-    })
+    return answer(
+      fetch(httpUrl.href, {
+        method: "POST",
+        headers: headers,
+        body: JSON.stringify({ query: query, variables: variables || {} }),
+      })
+    );
+  }
+
+  function answer(sent) {
+    return sent
       .then(function (response) {
         return response.json();
       })
@@ -65,6 +71,19 @@
         if (result.errors && result.errors.length) throw new GraphQLError(result.errors);
         return result.data;
       });
+  }
+
+  // A file as `variables.file`, by the GraphQL multipart request specification. The
+  // gateway takes a multipart request only with Authorization (or
+  // Apollo-Require-Preflight): no cross-site form can post one.
+  function graphqlUpload(query, file) {
+    var body = new FormData();
+    body.append("operations", JSON.stringify({ query: query, variables: { file: null } }));
+    body.append("map", JSON.stringify({ 0: ["variables.file"] }));
+    body.append("0", file, file.name);
+    var headers = { Accept: "application/json", "Apollo-Require-Preflight": "true" };
+    if (token()) headers.Authorization = "Bearer " + token();
+    return answer(fetch(httpUrl.href, { method: "POST", headers: headers, body: body }));
   }
 
   // -- subscriptions: graphql-transport-ws ---------------------------------------------
@@ -374,19 +393,41 @@
     }, showError);
   });
 
+  // With a file of their own, the prompt is optional (it names the model) and the
+  // image options do not apply: the upload is the request's one image.
+  function sourceChosen() {
+    var file = $("source-image").files[0];
+    $("prompt").required = !file;
+    $("image-options").disabled = Boolean(file);
+    return file;
+  }
+  $("source-image").addEventListener("change", sourceChosen);
+
   $("create").addEventListener("submit", function (event) {
     event.preventDefault();
     clearError();
     var CREATE = "mutation Create($input: CreateRequestInput!) { createRequest(input: $input) { id } }";
-    var input = {
-      prompt: $("prompt").value,
-      imageCount: Number($("image-count").value),
-      autoModel: $("auto-model").checked,
-      modelFormat: $("model-format").value,
-    };
+    var UPLOAD = "mutation Upload($file: Upload!) { uploadImage(file: $file) { id } }";
+    var file = sourceChosen();
+    var input = { modelFormat: $("model-format").value };
+    if ($("prompt").value) input.prompt = $("prompt").value;
+    if (!file) {
+      input.imageCount = Number($("image-count").value);
+      input.autoModel = $("auto-model").checked;
+    }
     $("submit").disabled = true;
-    graphql(CREATE, { input: input })
+    var uploaded = file
+      ? graphqlUpload(UPLOAD, file).then(function (data) {
+          input.sourceImage = data.uploadImage.id;
+        })
+      : Promise.resolve();
+    uploaded
+      .then(function () {
+        return graphql(CREATE, { input: input });
+      })
       .then(function (data) {
+        $("source-image").value = ""; // used up: the next request starts afresh
+        sourceChosen();
         loadRequests();
         loadMe().catch(showError); // its credits are taken
         return openRequest(data.createRequest.id);
