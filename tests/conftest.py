@@ -231,7 +231,7 @@ def lumi_listening(
             except httpx.TransportError:
                 time.sleep(0.1)
         stop_process(process)
-        if "Address already in use" not in log.read_text():
+        if "address already in use" not in log.read_text().lower():
             break
     raise RuntimeError(f"`lumi {' '.join(args)}` did not listen: {log.read_text()}")
 
@@ -259,22 +259,24 @@ def run_lumi(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProc
 def start_server(
     data_dir: Path, *, name: str = "server", log_level: str = "warning", **env: str
 ) -> Server:
-    """`lumi serve` in a subprocess on a free port, exactly as a user runs it."""
-    port = free_port()
+    """`lumi serve` in a subprocess on a free port, exactly as a user runs it; on
+    another port if that one was taken before the server bound it (see lumi_listening)."""
     log = data_dir / f"{name}.log"
-    serve = ("serve", "--port", str(port), "--log-level", log_level)
-    process = lumi(data_dir, log, *serve, **env)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    stop_server(server)
+    for _ in range(3):
+        port = free_port()
+        serve = ("serve", "--port", str(port), "--log-level", log_level)
+        process = lumi(data_dir, log, *serve, **env)
+        server = Server(f"http://127.0.0.1:{port}", process, log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        stop_server(server)
+        if "address already in use" not in log.read_text().lower():
+            break
     raise RuntimeError(f"server did not start: {log.read_text()}")
 
 
