@@ -296,19 +296,24 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[dict[str, str]]:
     """A real S3 endpoint over HTTP (moto_server), and the settings that reach it."""
-    port = free_port()
     binary = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not reachable(("127.0.0.1", port)):
-        if time.monotonic() > deadline or process.poll() is not None:
-            stop_process(process)
-            pytest.fail("moto_server did not start")
-        time.sleep(0.1)
+    for _ in range(3):  # a port taken before moto bound it: another (see lumi_listening)
+        port = free_port()
+        process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            if reachable(("127.0.0.1", port)):
+                break
+            time.sleep(0.1)
+        if process.poll() is None and reachable(("127.0.0.1", port)):
+            break
+        stop_process(process)
+    else:
+        pytest.fail("moto_server did not start")
     yield {
         "LUMI_STORAGE_BACKEND": "s3",
         "LUMI_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
