@@ -33,7 +33,7 @@ from tests.e2e.client import (
     graphql,
     ws_session,
 )
-from tests.webhooks.receiver import Receiver, receiver, verify
+from tests.webhooks.receiver import Receiver, receiver, verified_by_reference, verify
 
 pytestmark = pytest.mark.e2e
 
@@ -100,6 +100,7 @@ async def test_every_event_arrives_in_order_signed_after_failures_and_a_timeout(
 
         # Every call is signed with the webhook's secret, checked by an independent verifier.
         assert all(verify(webhook["secret"], c.headers, c.body) for c in hook.calls)
+        assert all(verified_by_reference(webhook["secret"], c.headers, c.body) for c in hook.calls)
         # The first event failed (500), timed out, then was accepted: one id throughout.
         first_three = hook.calls[:3]
         assert [c.answer for c in first_three] == [500, "hang", 204]
@@ -157,6 +158,7 @@ async def test_a_request_webhook_url_gets_its_events_signed_with_the_default_sec
         seqs = [b["data"]["seq"] for b in bodies(hook.accepted())]
         assert seqs == list(range(1, state["seq"] + 1))
         assert all(verify(secret, c.headers, c.body) for c in hook.calls)
+        assert all(verified_by_reference(secret, c.headers, c.body) for c in hook.calls)
 
 
 async def test_internal_urls_are_refused_and_nothing_is_kept(hooked: Server) -> None:
@@ -277,6 +279,7 @@ async def test_with_two_apis_and_two_workers_every_event_is_delivered_once(
         for request in created:
             await hook.until(finished(hook, request["id"]), timeout=120)
         assert all(verify(webhook["secret"], c.headers, c.body) for c in hook.calls)
+        assert all(verified_by_reference(webhook["secret"], c.headers, c.body) for c in hook.calls)
         accepted = bodies(hook.accepted())
         ids = [c.headers["webhook-id"] for c in hook.accepted()]
         assert len(ids) == len(set(ids))  # leased: no two processes sent one delivery

@@ -111,3 +111,16 @@ def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
         if version == "v1" and hmac.compare_digest(value, expected):
             return True
     return False
+
+
+def verified_by_reference(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver using the Standard Webhooks reference library (`standardwebhooks`
+    on PyPI) concludes: its `Webhook.verify` also refuses a timestamp over five minutes
+    from now."""
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    try:
+        Webhook(secret).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True

@@ -1,12 +1,14 @@
 """Signatures a Standard Webhooks receiver accepts: checked with a verifier written from
-the specification in tests/webhooks/receiver.py, not with the gateway's own code."""
+the specification in tests/webhooks/receiver.py and with the reference library, not with
+the gateway's own code."""
 
 from __future__ import annotations
 
 import base64
+import time
 
 from app.webhooks import signing
-from tests.webhooks.receiver import verify
+from tests.webhooks.receiver import verified_by_reference, verify
 
 
 def test_a_signed_call_verifies_with_an_independent_implementation() -> None:
@@ -18,6 +20,18 @@ def test_a_signed_call_verifies_with_an_independent_implementation() -> None:
     assert not verify(signing.new_secret(), headers, body)
     changed = {**headers, "webhook-timestamp": "1700000001"}
     assert not verify(secret, changed, body)  # so is the timestamp
+
+
+def test_a_signed_call_verifies_with_the_reference_library() -> None:
+    secret = signing.new_secret()
+    body = b'{"type":"request.updated","data":{"seq":1}}'
+    now = int(time.time())
+    assert verified_by_reference(secret, signing.headers([secret], "msg_1", now, body), body)
+    rotated = signing.headers([signing.new_secret(), secret], "msg_2", now, body)
+    assert verified_by_reference(secret, rotated, body)  # either secret of a rotation
+    assert not verified_by_reference(signing.new_secret(), rotated, body)
+    stale = signing.headers([secret], "msg_3", now - 600, body)
+    assert not verified_by_reference(secret, stale, body)  # what it refuses, we sign
 
 
 def test_a_secret_is_whsec_and_base64_of_random_bytes() -> None:
