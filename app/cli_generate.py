@@ -45,9 +45,17 @@ class Interrupted:
 
 def add_parsers(commands: Any) -> None:
     generate = commands.add_parser(
-        "generate", help="submit a prompt, follow it live, download the images and model"
+        "generate",
+        help="submit a prompt (or an image of yours), follow it live, download the images "
+        "and model",
     )
-    generate.add_argument("prompt")
+    generate.add_argument("prompt", nargs="?", help="what to make; optional with --image")
+    generate.add_argument(
+        "--image",
+        type=Path,
+        metavar="FILE",
+        help="make the model from this PNG, JPEG or WebP instead of generating images",
+    )
     generate.add_argument("--images", type=int, default=4, metavar="N", help="1-4 (default 4)")
     generate.add_argument(
         "--auto-model", action="store_true", help="build the 3D model from the first image"
@@ -74,12 +82,18 @@ def _common_options(command: argparse.ArgumentParser) -> None:
 
 
 def run_generate(settings: Settings, args: argparse.Namespace) -> int:
-    request_input = {
-        "prompt": args.prompt,
-        "imageCount": args.images,
-        "autoModel": args.auto_model,
-        "modelFormat": args.format.upper(),
-    }
+    request_input: dict[str, Any] = {"modelFormat": args.format.upper()}
+    if args.prompt:
+        request_input["prompt"] = args.prompt
+    if args.image is not None:  # the upload is the one image: no image options
+        if not args.image.is_file():
+            print(f"lumi generate: --image {args.image}: no such file", file=sys.stderr)
+            return Exit.USAGE
+    elif not args.prompt:
+        print("lumi generate: give a prompt, or --image FILE", file=sys.stderr)
+        return Exit.USAGE
+    else:
+        request_input.update(imageCount=args.images, autoModel=args.auto_model)
     return _run(settings, args, None, request_input)
 
 
@@ -140,7 +154,12 @@ async def _session(
     client = GatewayClient(args.url, token)
     try:
         if request_id is None:
-            created = await client.create_request(request_input or {})
+            request_input = dict(request_input or {})
+            image: Path | None = getattr(args, "image", None)
+            if image is not None:
+                request_input["sourceImage"] = await client.upload_image(image)
+                display.notice(f"{image.name} uploaded")
+            created = await client.create_request(request_input)
             request_id = str(created["id"])
             display.notice(f"request {request_id} created")
         return await Follow(client, request_id, display, args).run()

@@ -1,7 +1,8 @@
 """A client of the gateway's public API, for `lumi generate` and `lumi watch`.
 
-It speaks only what any third-party client may: GraphQL over HTTP, graphql-transport-ws
-for `requestUpdates`, and the signed file links the API hands out. A dropped socket is
+It speaks only what any third-party client may: GraphQL over HTTP (and its multipart
+request specification for an upload), graphql-transport-ws for `requestUpdates`, and the
+signed file links the API hands out. A dropped socket is
 resumed with the last `seq` seen, so every event arrives once and in order.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mimetypes
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +36,7 @@ UPDATES = """subscription Follow($id: ID!, $afterSeq: Int!) {
     seq status phase step progress message errorCode imageId
   }
 }"""
+UPLOAD = """mutation Upload($file: Upload!) { uploadImage(file: $file) { id } }"""
 CREATE = """mutation Create($input: CreateRequestInput!) {
   createRequest(input: $input) { id status seq }
 }"""
@@ -162,6 +165,33 @@ class GatewayClient:
         # The key makes a retry after a lost answer return the first request, not a second.
         keyed = {"idempotencyKey": f"lumi-cli-{uuid.uuid4().hex}", **request_input}
         return dict((await self.execute(CREATE, {"input": keyed}))["createRequest"])
+
+    async def upload_image(self, path: Path) -> str:
+        """Uploads the image at `path` (`uploadImage`, a GraphQL multipart request); its
+        id, for `createRequest(input: {sourceImage})`. Sent again only when the
+        connection failed before it was sent: a second upload would be a second file."""
+        data = await asyncio.to_thread(path.read_bytes)
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        form = {
+            "operations": json.dumps({"query": UPLOAD, "variables": {"file": None}}),
+            "map": json.dumps({"0": ["variables.file"]}),
+        }
+        backoff = Backoff()
+        while True:
+            try:
+                response = await self._http.post(
+                    self.url,
+                    data=form,
+                    files={"0": (path.name, data, kind)},
+                    # A multipart POST needs the token or this header (the gateway's CSRF
+                    # rule): sent either way, so an anonymous try gets UNAUTHENTICATED.
+                    headers={"Apollo-Require-Preflight": "true"},
+                )
+                return str(self._data_of(response)["uploadImage"]["id"])
+            except httpx.ConnectError as exc:
+                await self._wait(backoff, f"{type(exc).__name__}: {exc}")
+            except httpx.TransportError as exc:
+                raise GatewayUnreachable("CONNECTION_LOST", f"{self.url}: {exc}") from exc
 
     async def request(self, request_id: str) -> dict[str, Any]:
         return dict((await self.execute(STATE, {"id": request_id}))["request"])

@@ -416,3 +416,35 @@ async def test_a_dropped_connection_is_resumed_after_the_last_event_seen(
     assert printed == await history(slow, user, request_id_in(stdout))
     assert int(resumed[1]) < printed[-1][0]
     assert_files_load(out, images=1)
+
+
+async def test_generate_makes_a_model_from_an_image_of_ones_own(
+    fast: Server, tmp_path: Path
+) -> None:
+    from providers.local import render_png
+
+    picture = tmp_path / "lighthouse.png"
+    picture.write_bytes(render_png("a lighthouse", 5, 300, 200))
+    out = tmp_path / "out"
+    done = run_lumi(
+        tmp_path, "generate", "--image", str(picture), "--out", str(out), "--url", fast.graphql
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lighthouse.png uploaded" in done.stdout
+    printed = events_of(done.stdout)
+    assert printed == await history(fast, "dev", request_id_in(done.stdout))
+    # Straight to 3D: no prompt written, no image generated.
+    assert printed[0][1] == "MODEL_PENDING"
+    assert printed[-1][1] == "COMPLETED"
+    with Image.open(out / "image-1.png") as image:  # the user's own, as stored
+        assert image.size == (300, 200)
+    assert trimesh.load(out / "model.glb", file_type="glb", force="mesh").faces.size > 0
+
+
+def test_generate_needs_a_prompt_or_an_existing_image(tmp_path: Path) -> None:
+    nothing = run_lumi(tmp_path, "generate")
+    assert nothing.returncode == 2
+    assert "give a prompt, or --image FILE" in nothing.stderr
+    missing = run_lumi(tmp_path, "generate", "--image", str(tmp_path / "none.png"))
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
