@@ -65,13 +65,16 @@ $(WEB_STAMP): $(WEB)/package-lock.json $(WEB)/package.json
 
 # uv installs the lock in seconds where pip takes most of a minute; uv itself comes from
 # requirements.uv.lock, hash-checked. uv reads no pip configuration: where only a mirror
-# set up for pip is reachable, its install fails and pip installs the same lock.
+# set up for pip is reachable, its install fails and pip installs the same lock. Both
+# compile the bytecode up front (about 10 s): else the suite's first few hundred `lumi`
+# processes, started side by side, would each compile the same libraries again.
 PIP := $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check
 UV := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
 
 $(STAMP): requirements.lock requirements.uv.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --require-hashes -r requirements.uv.lock
-	$(UV) --require-hashes -r requirements.lock || $(PIP) --require-hashes -r requirements.lock
+	$(UV) --compile-bytecode --require-hashes -r requirements.lock \
+	  || $(PIP) --require-hashes -r requirements.lock
 	$(UV) --no-deps --no-build-isolation -e . || $(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
