@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         le=30 * 24 * 3600,
         description="An upload not used by a request within this long is deleted.",
     )
+    upload_max_unused: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="How many uploads a user may hold that no request used yet (and not "
+        "expired); one more is LIMIT_EXCEEDED.",
+    )
     # Each snapshot holds a row per public model and counter sort, and the versions of
     # the last `keep` seconds stay: about 3 x public models x keep / ranking rows.
     gallery_ranking_seconds: float = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -27,6 +27,14 @@ async def get_owned(
 async def of_ids(session: AsyncSession, ids: Sequence[str]) -> list[UploadedImage]:
     query = select(UploadedImage).where(col(UploadedImage.id).in_(ids))
     return list((await session.execute(query)).scalars())
+
+
+async def count_unused(session: AsyncSession, owner_id: str, now: datetime) -> int:
+    """The owner's uploads no request used yet and not expired (a used one's row goes)."""
+    query = select(func.count()).where(
+        col(UploadedImage.owner_id) == owner_id, col(UploadedImage.expires_at) >= now
+    )
+    return int((await session.execute(query)).scalar_one())
 
 
 async def mark_ready(

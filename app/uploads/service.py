@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from app.auth import Viewer
 from app.config import Settings
-from app.errors import BadUserInput, NotFound
+from app.errors import BadUserInput, LimitExceeded, NotFound
 from app.tables import UploadedImage, utcnow
 from app.uploads import repository
 from app.uploads.images import FORMATS, CleanImage, normalise
@@ -68,8 +68,25 @@ async def validated(data: bytes, settings: Settings) -> CleanImage:
     )
 
 
+async def room_for_one(deps: Deps, viewer: Viewer) -> None:
+    """LIMIT_EXCEEDED when the viewer holds `upload_max_unused` uploads already: asked
+    before a file is decoded or stored, so a loop of uploads costs neither CPU nor space.
+    (Two uploads at the very same moment may both pass, one over the limit.)"""
+    limit = deps.settings.upload_max_unused
+    async with deps.db.read() as session:
+        unused = await repository.count_unused(session, viewer.id, utcnow())
+    if unused >= limit:
+        raise LimitExceeded(
+            f"you have {unused} uploads no request used yet, the most you may hold: use "
+            "them in createRequest, or wait until they expire",
+            limit=limit,
+            scope="uploads",
+        )
+
+
 async def receive(deps: Deps, viewer: Viewer, data: bytes, filename: str | None) -> UploadedImage:
     """A file sent in the GraphQL request itself: validated, then stored clean."""
+    await room_for_one(deps, viewer)
     clean = await validated(data, deps.settings)
     key = new_key("uploads", SUFFIXES[clean.content_type])
     await deps.storage.put(key, clean.data, clean.content_type)
@@ -109,6 +126,7 @@ async def open_presigned(
     storage = deps.storage
     if not isinstance(storage, AcceptsUploads):
         raise BadUserInput("this gateway's storage takes no presigned uploads")
+    await room_for_one(deps, viewer)
     upload = UploadedImage(
         owner_id=viewer.id,
         status="PENDING",
