@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trimesh
 
 from tests.conftest import Server, start_server, stop_server
 from tests.e2e.browser import Traffic, offline_page, require_chromium, screenshot
@@ -241,6 +242,14 @@ def test_a_model_is_made_from_an_image_of_the_users_own(gateway: Server) -> None
         # Straight to 3D: no prompt written, no image made.
         jobs = page.evaluate(JOB_KINDS, page.url.split("#request=")[1])
         assert jobs == ["MODEL"]
+
+        # For 3D printing: the model as STL, converted on the way and listed from then on.
+        with page.expect_download() as download:
+            page.click("#downloads button.as-format:text-is('STL')")
+        assert download.value.suggested_filename == "lighthouse.stl"  # named as the model
+        stl = trimesh.load(download.value.path(), file_type="stl", force="mesh")
+        assert len(stl.faces) > 100
+        expect(page.locator("#downloads a", has_text="model.stl")).to_have_count(1)
 
     assert follow_events(traffic)[-1]["status"] == "COMPLETED"
     assert traffic.offsite == []

@@ -351,6 +351,34 @@
     }, showError);
   }
 
+  var CONVERTED_FORMATS = ["STL", "PLY", "USDZ"];
+  var CONVERTED_FORMAT_TITLES = {
+    STL: "the mesh, for 3D printing",
+    PLY: "the mesh",
+    USDZ: "for AR Quick Look on iPhone and iPad",
+  };
+
+  function downloadAs(modelId, format, button) {
+    clearError();
+    button.disabled = true;
+    var DOWNLOAD =
+      "mutation Download($id: ID!, $format: DownloadFormat) { downloadModel(id: $id, format: $format) { url } }";
+    graphql(DOWNLOAD, { id: modelId, format: format })
+      .then(function (data) {
+        var link = element("a");
+        link.href = data.downloadModel.url; // signed, and served as an attachment
+        link.download = "";
+        document.body.appendChild(link);
+        link.click();
+        link.remove();
+        if (current) refresh(); // its file is listed now
+      })
+      .catch(showError)
+      .then(function () {
+        button.disabled = false;
+      });
+  }
+
   function showModel(model) {
     if (!model) return;
     $("model").hidden = false;
@@ -365,6 +393,18 @@
       link.title = Math.round(file.size / 1024) + " KiB";
       links.appendChild(link);
     });
+    // Other formats are converted on the first download (then listed above).
+    var formats = element("span", "formats", "As: ");
+    CONVERTED_FORMATS.forEach(function (format) {
+      var button = element("button", "as-format", format);
+      button.type = "button";
+      button.title = CONVERTED_FORMAT_TITLES[format];
+      button.addEventListener("click", function () {
+        downloadAs(model.id, format, button);
+      });
+      formats.appendChild(button);
+    });
+    links.appendChild(formats);
     if (current.modelShown === model.id) return;
     current.modelShown = model.id;
     var canvas = $("viewer");
