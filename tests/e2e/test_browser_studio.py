@@ -54,6 +54,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(server)
 
 
+@pytest.fixture(scope="module")
+def held(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """No workers: whatever is submitted waits in line."""
+    require_chromium()
+    server = start_server(tmp_path_factory.mktemp("held"), LUMI_EMBEDDED_WORKERS="false")
+    yield server
+    stop_server(server)
+
+
 def open_studio(page: Page, gateway: Server) -> None:
     from playwright.sync_api import expect
 
@@ -252,5 +261,33 @@ def test_a_model_is_made_from_an_image_of_the_users_own(gateway: Server) -> None
         expect(page.locator("#downloads a", has_text="model.stl")).to_have_count(1)
 
     assert follow_events(traffic)[-1]["status"] == "COMPLETED"
+    assert traffic.offsite == []
+    assert traffic.errors == []
+
+
+def test_a_waiting_request_shows_its_place_in_line(held: Server) -> None:
+    from playwright.sync_api import expect
+
+    with offline_page(held.url) as (page, traffic):
+        open_studio(page, held)
+        submit(page, "the first in line", images=1, auto_model=True)
+        expect(page.locator("#request-prompt")).to_have_text("the first in line")
+        expect(page.locator("#queue")).to_have_attribute("data-position", "0", timeout=10_000)
+        expect(page.locator("#queue")).to_contain_text("Next in line")
+        first = page.url
+
+        submit(page, "the second in line", images=1, auto_model=True)
+        expect(page.locator("#request-prompt")).to_have_text("the second in line")
+        expect(page.locator("#queue")).to_have_attribute("data-position", "1", timeout=10_000)
+        expect(page.locator("#queue")).to_contain_text("1 ahead in line")
+        screenshot(page, "studio-queue")
+
+        page.goto(first)  # only the fragment changes: the page reloads to follow it
+        page.reload()
+        expect(page.locator("#request-prompt")).to_have_text("the first in line")
+        expect(page.locator("#queue")).to_have_attribute("data-position", "0", timeout=10_000)
+
+    asked = [m["payload"]["query"] for m in traffic.messages("subscribe")]
+    assert sum("requestQueue" in query for query in asked) == 3
     assert traffic.offsite == []
     assert traffic.errors == []

@@ -208,14 +208,24 @@
     "}",
   ].join("\n");
 
+  // Where a waiting request stands in line: pushed at most once a second, and ended
+  // once nothing of it waits (a later wait, such as the 3D job's, subscribes again).
+  var QUEUE = [
+    "subscription Queue($id: ID!) {",
+    "  requestQueue(id: $id) { queuePosition estimatedStartAt }",
+    "}",
+  ].join("\n");
+
   // current: {id, seq (last event seen), shownSeq (whose status is shown), progress,
-  // request (last answer of REQUEST), unsubscribe}
+  // request (last answer of REQUEST), unsubscribe, unwatchQueue}
   var current = null;
   var viewer = null;
 
   function openRequest(id) {
     if (current && current.unsubscribe) current.unsubscribe();
+    if (current && current.unwatchQueue) current.unwatchQueue();
     current = { id: id, seq: 0, shownSeq: -1, progress: 0, request: null, unsubscribe: null };
+    showQueue(null);
     window.history.replaceState(null, "", "#request=" + encodeURIComponent(id));
     $("request").hidden = false;
     $("images").replaceChildren();
@@ -231,8 +241,47 @@
       if (!data.request) throw new Error("No such request.");
       current.seq = data.request.seq;
       showRequest(data.request);
-      if (FINAL.indexOf(data.request.status) < 0) follow(opened);
+      if (FINAL.indexOf(data.request.status) < 0) {
+        follow(opened);
+        watchQueue(opened);
+      }
     });
+  }
+
+  function watchQueue(opened) {
+    if (opened.unwatchQueue) return;
+    opened.unwatchQueue = socket.subscribe(
+      QUEUE,
+      function () {
+        return { id: opened.id };
+      },
+      {
+        next: function (data) {
+          if (current === opened) showQueue(data.requestQueue);
+        },
+        error: function () {
+          opened.unwatchQueue = null; // the line is extra: the request goes on regardless
+        },
+        complete: function () {
+          opened.unwatchQueue = null;
+          if (current === opened) showQueue(null);
+        },
+      },
+    );
+  }
+
+  function showQueue(status) {
+    var line = $("queue");
+    var position = status ? status.queuePosition : null;
+    line.hidden = position === null || position === undefined;
+    if (line.hidden) return;
+    var text = position === 0 ? "Next in line" : position + " ahead in line";
+    if (status.estimatedStartAt) {
+      var seconds = Math.round((Date.parse(status.estimatedStartAt) - Date.now()) / 1000);
+      text += seconds >= 2 ? " · starts in about " + seconds + " s" : " · starting soon";
+    }
+    line.textContent = text;
+    line.dataset.position = String(position);
   }
 
   function follow(opened) {
@@ -253,6 +302,8 @@
   function onEvent(event) {
     if (event.seq <= current.seq) return; // seen already (never expected)
     current.seq = event.seq;
+    if (/_PENDING$/.test(event.status)) watchQueue(current); // waits in line again
+    if (FINAL.indexOf(event.status) >= 0) showQueue(null);
     showStatus(event.seq, event.status, event.phase, event.message || event.step, event.progress);
     // Images and the model are in the request itself: fetched again when they change.
     if (event.imageId || event.modelId || event.phase !== "IMAGE_GENERATION" || FINAL.indexOf(event.status) >= 0) {
