@@ -36,6 +36,7 @@ FEED_USERS = 100  # users fed per round
 FEED_EVENTS = 500  # events per user per transaction
 PRUNE_SECONDS = 600.0  # how often a courier deletes finished deliveries past retention
 PRUNE_BATCH = 1000  # deliveries deleted per transaction
+PRUNE_BATCHES = 10  # per round at most: a large backlog goes over several rounds
 
 
 async def feed(deps: Deps) -> int:
@@ -53,20 +54,22 @@ async def feed(deps: Deps) -> int:
     return read
 
 
-async def prune(deps: Deps) -> int:
+async def prune(deps: Deps) -> tuple[int, bool]:
     """Deletes the deliveries that finished over `webhook_retention_days` ago (none when
-    it is 0), a batch per transaction; how many."""
+    it is 0), a batch per transaction and at most PRUNE_BATCHES batches, so sending is
+    not held up by a large backlog; how many, and whether more may be left."""
     days = deps.settings.webhook_retention_days
     if not days:
-        return 0
+        return 0, False
     before = utcnow() - timedelta(days=days)
     deleted = 0
-    while True:
+    for _ in range(PRUNE_BATCHES):
         async with deps.db.write() as session:
             count = await repository.delete_finished(session, before, PRUNE_BATCH)
         deleted += count
         if count < PRUNE_BATCH:
-            return deleted
+            return deleted, False
+    return deleted, True
 
 
 async def _secrets(deps: Deps, deliveries: list[WebhookDelivery]) -> dict[str, list[str]]:
@@ -173,8 +176,10 @@ class WebhookCourier(LoopService):
             try:
                 deps = await self.runtime.deps()
                 if time.monotonic() - pruned_at >= PRUNE_SECONDS:
-                    pruned_at = time.monotonic()
-                    if deleted := await prune(deps):
+                    deleted, more = await prune(deps)
+                    # A backlog left: the next round goes on with it, after a send.
+                    pruned_at = time.monotonic() - (PRUNE_SECONDS if more else 0)
+                    if deleted:
                         log.info("deleted %s finished webhook deliveries", deleted)
                 await feed(deps)
                 busy = await send_due(deps, self.guard, client) > 0

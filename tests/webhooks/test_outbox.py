@@ -182,16 +182,19 @@ async def test_finished_deliveries_past_retention_are_deleted_and_no_others(
                 .where(col(WebhookDelivery.user_seq) == seq)
                 .values(status=status, updated_at=changed)
             )
-    monkeypatch.setattr(webhooks, "PRUNE_BATCH", 1)  # a batch per transaction, until none
+    monkeypatch.setattr(webhooks, "PRUNE_BATCH", 1)  # a delivery per transaction
+    monkeypatch.setattr(webhooks, "PRUNE_BATCHES", 1)  # and one transaction per round
 
-    assert await webhooks.prune(deps) == 2
+    assert await webhooks.prune(deps) == (1, True)  # more may be left: the next round
+    assert await webhooks.prune(deps) == (1, True)
+    assert await webhooks.prune(deps) == (0, False)
     assert await deliveries_of(deps) == seqs[2:]
     kept = dataclasses.replace(
         deps, settings=deps.settings.model_copy(update={"webhook_retention_days": 0})
     )
     async with deps.db.write() as session:
         await session.execute(update(WebhookDelivery).values(status="DELIVERED", updated_at=old))
-    assert await webhooks.prune(kept) == 0  # 0 keeps them for ever
+    assert await webhooks.prune(kept) == (0, False)  # 0 keeps them for ever
     assert await deliveries_of(deps) == seqs[2:]
 
 
