@@ -171,7 +171,7 @@ class WorkerCluster:
     def __init__(self, data_dir: Path, redis: OwnRedis, env: dict[str, str]) -> None:
         self.redis, self.log = redis, data_dir / "worker.log"
         self.api = start_server(data_dir, name="api", **env)
-        # Its consumers are up before the test goes on.
+        # It listens before the test goes on: a worker that could not start fails here.
         self.worker, self.health_port = lumi_listening(
             data_dir, self.log, "LUMI_WORKER_HEALTH_PORT", "/health", "worker", **env
         )
