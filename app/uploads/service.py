@@ -21,12 +21,15 @@ from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.auth import Viewer
 from app.config import Settings
 from app.errors import BadUserInput, LimitExceeded, NotFound
 from app.tables import UploadedImage, utcnow
 from app.uploads import repository
 from app.uploads.images import FORMATS, CleanImage, normalise
+from app.users import repository as users
 from providers.storage import AcceptsUploads, PresignedPost, Storage, new_key
 
 if TYPE_CHECKING:
@@ -71,10 +74,21 @@ async def validated(data: bytes, settings: Settings) -> CleanImage:
 async def room_for_one(deps: Deps, viewer: Viewer) -> None:
     """LIMIT_EXCEEDED when the viewer holds `upload_max_unused` uploads already: asked
     before a file is decoded or stored, so a loop of uploads costs neither CPU nor space.
-    (Two uploads at the very same moment may both pass, one over the limit.)"""
-    limit = deps.settings.upload_max_unused
+    Uploads sent at once may all pass this; `hold_room` decides, as each is written."""
     async with deps.db.read() as session:
-        unused = await repository.count_unused(session, viewer.id, utcnow())
+        await _check_room(session, viewer, deps.settings.upload_max_unused)
+
+
+async def hold_room(session: AsyncSession, viewer: Viewer, limit: int) -> None:
+    """The same check in the transaction that adds the upload, under its owner's row lock
+    (taken before rows that refer to the owner go in, as everywhere): concurrent uploads
+    of one user take turns, so the limit is exact."""
+    await users.get(session, viewer.id, for_update=True)
+    await _check_room(session, viewer, limit)
+
+
+async def _check_room(session: AsyncSession, viewer: Viewer, limit: int) -> None:
+    unused = await repository.count_unused(session, viewer.id, utcnow())
     if unused >= limit:
         raise LimitExceeded(
             f"you have {unused} uploads no request used yet, the most you may hold: use "
@@ -103,6 +117,7 @@ async def receive(deps: Deps, viewer: Viewer, data: bytes, filename: str | None)
     )
     try:
         async with deps.unit() as unit:
+            await hold_room(unit.session, viewer, deps.settings.upload_max_unused)
             unit.session.add(upload)
     except BaseException:
         await deps.storage.delete(key)
@@ -142,6 +157,7 @@ async def open_presigned(
         expires_in=settings.upload_url_ttl_seconds,
     )
     async with deps.unit() as unit:
+        await hold_room(unit.session, viewer, settings.upload_max_unused)
         unit.session.add(upload)
     return upload, form
 

@@ -3,6 +3,7 @@ refused before its file is read or stored (README: "Your own image to 3D")."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -59,3 +60,21 @@ async def _stored(deps: Deps) -> AsyncIterator[str]:
     for folder in ("uploads", "incoming"):
         async for stored in deps.storage.objects(folder):
             yield stored.key
+
+
+@pytest.mark.parametrize("settings", ["local"], indirect=True)
+async def test_uploads_sent_at_once_stop_at_the_limit_too(deps: Deps) -> None:
+    limited = dataclasses.replace(
+        deps, settings=deps.settings.model_copy(update={"upload_max_unused": 2})
+    )
+    viewer = await a_viewer(limited)
+    results = await asyncio.gather(
+        *(service.receive(limited, viewer, png(), f"{n}.png") for n in range(6)),
+        return_exceptions=True,
+    )
+    kept = [r for r in results if isinstance(r, UploadedImage)]
+    assert len(kept) == 2
+    assert all(isinstance(r, LimitExceeded) for r in results if r not in kept)
+    assert await uploads_of(deps, viewer.id) == 2
+    # The refused ones' files, stored before the last check, are gone with them.
+    assert {key async for key in _stored(deps)} == {u.storage_key for u in kept}
