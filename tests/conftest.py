@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,24 +216,39 @@ def lumi(data_dir: Path, log: Path, *args: str, **env: str) -> subprocess.Popen[
 def lumi_listening(
     data_dir: Path, log: Path, port_setting: str, path: str, *args: str, **env: str
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Runs a `lumi` command that listens on the port named by `port_setting`, and
-    waits until `path` there answers. A port picked free can be taken before the
-    process binds it (any outgoing connection may get it as its local port): the
-    command is then started again on another."""
+    """Runs a `lumi` command that listens on the port named by `port_setting`, once
+    `path` there answers at all."""
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        return lumi(data_dir, log, *args, **env, **{port_setting: str(port)})
+
+    return _listening(start, log, path, lambda _: True)
+
+
+def _listening(
+    start: Callable[[int], subprocess.Popen[bytes]],
+    log: Path,
+    path: str,
+    ready: Callable[[httpx.Response], bool],
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`start(port)` on a free port, until `path` there answers `ready`. A port picked
+    free can be taken before the process binds it (any outgoing connection may get it
+    as its local port): the process then exits, and starts again on another."""
     for _ in range(3):
         port = free_port()
-        process = lumi(data_dir, log, *args, **env, **{port_setting: str(port)})
+        process = start(port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)
-                return process, port
+                if ready(httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)):
+                    return process, port
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         stop_process(process)
         if "address already in use" not in log.read_text().lower():
             break
-    raise RuntimeError(f"`lumi {' '.join(args)}` did not listen: {log.read_text()}")
+    raise RuntimeError(f"{' '.join(map(str, process.args))} did not start: {log.read_text()}")
 
 
 def run_lumi(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -259,25 +274,15 @@ def run_lumi(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProc
 def start_server(
     data_dir: Path, *, name: str = "server", log_level: str = "warning", **env: str
 ) -> Server:
-    """`lumi serve` in a subprocess on a free port, exactly as a user runs it; on
-    another port if that one was taken before the server bound it (see lumi_listening)."""
+    """`lumi serve` in a subprocess on a free port, exactly as a user runs it, once its
+    /health answers 200."""
     log = data_dir / f"{name}.log"
-    for _ in range(3):
-        port = free_port()
-        serve = ("serve", "--port", str(port), "--log-level", log_level)
-        process = lumi(data_dir, log, *serve, **env)
-        server = Server(f"http://127.0.0.1:{port}", process, log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        stop_server(server)
-        if "address already in use" not in log.read_text().lower():
-            break
-    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        return lumi(data_dir, log, "serve", "--port", str(port), "--log-level", log_level, **env)
+
+    process, port = _listening(start, log, "/health", lambda r: r.status_code == 200)
+    return Server(f"http://127.0.0.1:{port}", process, log)
 
 
 def stop_server(server: Server) -> None:
@@ -297,7 +302,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 def moto_s3() -> Iterator[dict[str, str]]:
     """A real S3 endpoint over HTTP (moto_server), and the settings that reach it."""
     binary = Path(sys.executable).parent / "moto_server"
-    for _ in range(3):  # a port taken before moto bound it: another (see lumi_listening)
+    for _ in range(3):  # a port taken before moto bound it: another (see _listening)
         port = free_port()
         process = subprocess.Popen(
             [str(binary), "-H", "127.0.0.1", "-p", str(port)],
