@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -173,10 +174,44 @@ def token_for(user: str, settings: Settings | None = None) -> str:
     return verifier.mint(user, name=user)
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_HANDED_OUT: set[int] = set()  # by this process: not handed out twice
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, below the ephemeral range: the kernel never hands it
+    to an outgoing connection, so it stays free until a test's server binds it (and
+    binds it again after a restart), where a port bind(0) picks is from that very range.
+    Each pytest-xdist worker picks from its own slice of the range, and never the same
+    port twice, so two tests never get one port."""
+    low = _ephemeral_ports()[0]
+    if low < 12_000:  # an unusual range: leave it to the kernel
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    width = (low - 10_000) // 8
+    first = 10_000 + (int(worker) % 8 if worker.isdigit() else 0) * width
+    for _ in range(500):
+        port = random.randrange(first, first + width)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something listens there already
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 @dataclass
